@@ -1,0 +1,45 @@
+"""qgeo_jax — differentiable quantum geometry of Bloch bands and the magnetization it produces.
+
+Public API (everything else is private):
+
+* models: :mod:`qgeo_jax.models` (MassiveDirac, Haldane, QiWuZhang, Rashba, RashbaLattice,
+  TightBinding, from_function)
+* one k: :func:`spectrum`, :func:`band_geometry` and the individual kernels
+* meshes: :func:`monkhorst_pack`, :func:`continuum_mesh`, :func:`integrate`
+* responses: :func:`orbital_magnetization`, :func:`spin_magnetization`,
+  :func:`anomalous_hall_conductivity`, :func:`chern_number`
+* units: :mod:`qgeo_jax.units`
+"""
+
+from . import _config  # noqa: F401  (sets the float64 policy before anything is traced)
+from . import models as models
+from . import units as units
+from ._bz import AbstractMesh as AbstractMesh
+from ._bz import BoxMesh as BoxMesh
+from ._bz import ExplicitMesh as ExplicitMesh
+from ._bz import MonkhorstPackMesh as MonkhorstPackMesh
+from ._bz import PolarMesh as PolarMesh
+from ._bz import continuum_mesh as continuum_mesh
+from ._bz import integrate as integrate
+from ._bz import monkhorst_pack as monkhorst_pack
+from ._chern import chern_number as chern_number
+from ._geometry import BandGeometry as BandGeometry
+from ._geometry import band_geometry as band_geometry
+from ._geometry import band_velocity as band_velocity
+from ._geometry import berry_curvature_tensor as berry_curvature_tensor
+from ._geometry import orbital_moment_tensor as orbital_moment_tensor
+from ._geometry import quantum_geometric_tensor as quantum_geometric_tensor
+from ._geometry import quantum_metric as quantum_metric
+from ._geometry import spin_expectation as spin_expectation
+from ._geometry import tensor_to_vector as tensor_to_vector
+from ._linalg import eigh as eigh
+from ._occupation import fermi_dirac as fermi_dirac
+from ._occupation import fermi_dirac_derivative as fermi_dirac_derivative
+from ._occupation import grand_potential_weight as grand_potential_weight
+from ._responses import anomalous_hall_conductivity as anomalous_hall_conductivity
+from ._responses import orbital_magnetization as orbital_magnetization
+from ._responses import spin_magnetization as spin_magnetization
+from ._spectrum import Spectrum as Spectrum
+from ._spectrum import spectrum as spectrum
+
+__version__ = "0.1.0"
