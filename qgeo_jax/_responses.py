@@ -16,8 +16,8 @@ from jaxtyping import Array, Float
 from ._bz import DEFAULT_CHUNK, AbstractMesh, MonkhorstPackMesh, integrate
 from ._config import require_x64
 from ._linalg import denominators, eigh
-from ._occupation import check_temperature, fermi_dirac, grand_potential_weight
-from ._spectrum import DEFAULT_DEGEN_TOL, spectrum
+from ._occupation import check_temperature, fermi_dirac, fermi_weights
+from ._spectrum import DEFAULT_DEGEN_TOL, eigen_velocity
 from .models._base import AbstractModel
 
 _CYC_I = jnp.array([1, 2, 0])
@@ -33,13 +33,33 @@ def curl_products(va, vb):
     return jnp.imag(va[_CYC_I] * jnp.swapaxes(vb[_CYC_J], -1, -2))
 
 
-def berry_and_moment(spec, degen_tol):
-    """Berry curvature Ω_n and orbital moment m_n vectors, each (n, 3), for all bands."""
-    inv1, inv2, _ = denominators(spec.energies, degen_tol)
-    im = curl_products(spec.velocity, spec.velocity)
+def _curl_components(v):
+    """Im(v^i_{nm} v^j_{mn}) for the vector components a model of dimension dim = len(v) can have.
+
+    Returns (products (c, n, n), index of the Cartesian component each one fills). 2D models only
+    have the z component (x, y) → one product instead of three.
+    """
+    dim = v.shape[0]
+    if dim == 3:
+        return curl_products(v, v), (0, 1, 2)
+    if dim == 2:
+        return jnp.imag(v[0] * v[1].T)[None], (2,)
+    return jnp.zeros((0,) + v.shape[1:]), ()
+
+
+def _to_vector(x, comps):
+    """Place per-component values (..., c) into a Cartesian (..., 3) vector."""
+    out = jnp.zeros(x.shape[:-1] + (3,), x.dtype)
+    return out.at[..., jnp.asarray(comps, dtype=jnp.int32)].set(x) if comps else out
+
+
+def berry_and_moment(energies, velocity, degen_tol):
+    """Berry curvature Ω_n and orbital moment m_n vectors, each (n, 3), from lean velocities."""
+    inv1, inv2, _ = denominators(energies, degen_tol)
+    im, comps = _curl_components(velocity)
     omega = -2.0 * jnp.einsum("cnm,nm->nc", im, inv2)
     morb = -jnp.einsum("cnm,nm->nc", im, inv1)
-    return omega, morb
+    return _to_vector(omega, comps), _to_vector(morb, comps)
 
 
 def as_mu_temperature(mu, temperature, *, fermi_surface: bool = False):
@@ -63,10 +83,9 @@ def _occ(energies, mu, temperature, fn=fermi_dirac):
 @eqx.filter_jit
 def _orbital_magnetization(model, mesh, mu, temperature, degen_tol, chunk_size):
     def per_k(k):
-        spec = spectrum(model, k, degen_tol=degen_tol)
-        omega, morb = berry_and_moment(spec, degen_tol)
-        f = _occ(spec.energies, mu, temperature)
-        gpw = _occ(spec.energies, mu, temperature, grand_potential_weight)
+        energies, _, v = eigen_velocity(model, k, degen_tol=degen_tol)
+        omega, morb = berry_and_moment(energies, v, degen_tol)
+        f, gpw = fermi_weights(energies, mu[..., None], temperature[..., None])
         return jnp.einsum("...n,nc->...c", f, morb) + jnp.einsum("...n,nc->...c", gpw, omega)
 
     return integrate(per_k, mesh, chunk_size=chunk_size)
@@ -137,10 +156,11 @@ def spin_magnetization(
 @eqx.filter_jit
 def _berry_sum(model, mesh, mu, temperature, degen_tol, chunk_size):
     def per_k(k):
-        spec = spectrum(model, k, degen_tol=degen_tol)
-        _, inv2, _ = denominators(spec.energies, degen_tol)
-        omega = -2.0 * jnp.einsum("cnm,nm->nc", curl_products(spec.velocity, spec.velocity), inv2)
-        return jnp.einsum("...n,nc->...c", _occ(spec.energies, mu, temperature), omega)
+        energies, _, v = eigen_velocity(model, k, degen_tol=degen_tol)
+        _, inv2, _ = denominators(energies, degen_tol)
+        im, comps = _curl_components(v)
+        omega = _to_vector(-2.0 * jnp.einsum("cnm,nm->nc", im, inv2), comps)
+        return jnp.einsum("...n,nc->...c", _occ(energies, mu, temperature), omega)
 
     return integrate(per_k, mesh, chunk_size=chunk_size)
 
@@ -169,9 +189,9 @@ def anomalous_hall_conductivity(
 @eqx.filter_jit
 def _kubo_chern(model, mesh, band_mask, degen_tol, chunk_size):
     def per_k(k):
-        spec = spectrum(model, k, degen_tol=degen_tol)
-        _, inv2, _ = denominators(spec.energies, degen_tol)
-        im = jnp.imag(spec.velocity[0] * spec.velocity[1].T)
+        energies, _, v = eigen_velocity(model, k, degen_tol=degen_tol)
+        _, inv2, _ = denominators(energies, degen_tol)
+        im = jnp.imag(v[0] * v[1].T)
         return -2.0 * jnp.sum(band_mask * jnp.sum(im * inv2, axis=1))
 
     # ∫ d²k = (2π)² Σ w, so C = (1/2π) ∫ d²k Ω = 2π Σ w Ω.

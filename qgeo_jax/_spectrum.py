@@ -32,8 +32,11 @@ class Spectrum(eqx.Module):
     spin: Complex[Array, "3 n n"] | None
 
 
-def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"]):
-    """H(k) and ∂_a H(k) (shape (3, n, n), zero-padded beyond ``model.dim``) in one forward pass."""
+def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"], *, pad: bool = True):
+    """H(k) and ∂_a H(k) in one forward pass.
+
+    ∂H has shape (3, n, n), zero-padded beyond ``model.dim`` (``pad=False``: (dim, n, n)).
+    """
     k = jnp.asarray(k, dtype=jnp.float64)
     if k.shape != (model.dim,):
         raise ValueError(
@@ -43,7 +46,7 @@ def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"]):
     basis = jnp.eye(model.dim, dtype=k.dtype)
     push = lambda dk: jax.jvp(model.hamiltonian, (k,), (dk,))
     h, dh = jax.vmap(push, out_axes=(None, 0))(basis)
-    if model.dim < 3:
+    if pad and model.dim < 3:
         dh = jnp.concatenate([dh, jnp.zeros((3 - model.dim,) + h.shape, dh.dtype)], axis=0)
     return h, dh
 
@@ -51,10 +54,21 @@ def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"]):
 def spectrum(model: AbstractModel, k: Float[Array, " dim"], *, degen_tol: float = DEFAULT_DEGEN_TOL) -> Spectrum:
     """Eigenvalues, eigenvectors, velocity and spin matrices at one k (see :class:`Spectrum`)."""
     require_x64()
-    h, dh = hamiltonian_and_gradient(model, k)
-    energies, u = eigh(h, degen_tol)
+    energies, u, velocity = eigen_velocity(model, k, degen_tol=degen_tol)
+    if model.dim < 3:
+        velocity = jnp.concatenate([velocity, jnp.zeros((3 - model.dim,) + u.shape, velocity.dtype)], axis=0)
     uh = jnp.conj(u.T)
-    velocity = uh[None] @ dh @ u[None]
     s = model.spin_operators()
     spin = None if s is None else uh[None] @ jnp.asarray(s, dtype=u.dtype) @ u[None]
     return Spectrum(energies=energies, vectors=u, velocity=velocity, spin=spin)
+
+
+def eigen_velocity(model: AbstractModel, k: Float[Array, " dim"], *, degen_tol: float = DEFAULT_DEGEN_TOL):
+    """E_n, U and the velocity matrices v^a_{nm} for the model's own ``dim`` components only.
+
+    The lean path used by the responses: no zero padding, so 2D models pay for two rotations.
+    """
+    h, dh = hamiltonian_and_gradient(model, k, pad=False)
+    energies, u = eigh(h, degen_tol)
+    uh = jnp.conj(u.T)
+    return energies, u, uh[None] @ dh @ u[None]

@@ -1,0 +1,36 @@
+"""Benchmark models shared by the scripts in this folder."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import qgeo_jax as qg
+
+
+def random_tight_binding(norb: int, *, dim: int = 2, seed: int = 0, spin: bool = False):
+    """A dense-ish random tight-binding model: every orbital pair hops to all nearest cells.
+
+    Complex hoppings break time reversal (non-zero Berry curvature and M^O); orbitals sit at random
+    positions inside the cell. Deterministic for a given seed.
+    """
+    rng = np.random.default_rng(seed)
+    lattice = np.eye(dim)
+    positions = rng.uniform(0, 1, size=(norb, dim))
+    onsite = rng.normal(size=norb)
+    hops = []
+    unit = [tuple(int(i == a) for i in range(dim)) for a in range(dim)]
+    for R in [(0,) * dim] + unit:
+        for i, j in itertools.product(range(norb), repeat=2):
+            if R == (0,) * dim and j <= i:
+                continue
+            t = (rng.normal() + 1j * rng.normal()) * 0.5 / np.sqrt(norb)
+            hops.append((t, i, j, R))
+    spin_ops = None
+    if spin:
+        if norb % 2:
+            raise ValueError("a spinful random model needs an even number of orbitals")
+        pauli = qg.models.PAULI / 2
+        spin_ops = np.stack([np.kron(np.eye(norb // 2), s) for s in pauli])
+    return qg.models.TightBinding(lattice, positions, onsite, hops, spin=spin_ops)
