@@ -42,7 +42,8 @@ def eigh(h: Complex[Array, "n n"], degen_tol: float = 1e-8):
 
     Same as ``jnp.linalg.eigh`` in value; its derivative masks degenerate pairs (see module doc).
     """
-    return jnp.linalg.eigh(h)
+    w, v = jnp.linalg.eigh(h)
+    return w, v
 
 
 @eigh.defjvp
