@@ -22,6 +22,8 @@ from ._bz import PolarMesh as PolarMesh
 from ._bz import continuum_mesh as continuum_mesh
 from ._bz import integrate as integrate
 from ._bz import monkhorst_pack as monkhorst_pack
+from ._bz import default_devices as default_devices
+from ._bz import with_devices as with_devices
 from ._chern import chern_number as chern_number
 from ._geometry import BandGeometry as BandGeometry
 from ._geometry import band_geometry as band_geometry
