@@ -36,12 +36,43 @@ def denominators(energies: Float[Array, " n"], degen_tol: float) -> tuple[Array,
     return inv1, inv1 * inv1, degenerate
 
 
+def _eigh_2x2(h):
+    """Closed-form eigensystem of a 2×2 Hermitian H = d0 + d·σ (elementwise ops only).
+
+    LAPACK's batched eigh costs more than everything else a 2-band pipeline does; this form fuses
+    with the rest. Gauge: the larger of the two spinor components is made real and positive, which
+    avoids the 0/0 of the half-angle formula at either pole; at d = 0 the basis vectors are used.
+    """
+    a, c = jnp.real(h[..., 0, 0]), jnp.real(h[..., 1, 1])
+    b = h[..., 0, 1]
+    d0, dz = 0.5 * (a + c), 0.5 * (a - c)
+    bb = jnp.real(b) ** 2 + jnp.imag(b) ** 2
+    d2 = dz * dz + bb
+    nonzero = d2 > 0
+    dn = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, d2, 1.0)), 0.0)
+    w = jnp.stack([d0 - dn, d0 + dn], axis=-1)
+    # upper state ∝ (dz + |d|, b*) if dz ≥ 0, else ∝ (b, |d| − dz); both have norm² 2|d|(|d| ± dz).
+    north = dz >= 0
+    p = jnp.where(north, dz + dn, dn - dz)  # ≥ |d|, > 0 unless d = 0
+    norm = jnp.sqrt(jnp.where(nonzero, 2 * dn * p, 1.0))
+    up0 = jnp.where(north, p + 0j, b) / norm
+    up1 = jnp.where(north, jnp.conj(b), p + 0j) / norm
+    up0 = jnp.where(nonzero, up0, jnp.where(north, 1.0 + 0j, 0j))
+    up1 = jnp.where(nonzero, up1, jnp.where(north, 0j, 1.0 + 0j))
+    lo0, lo1 = -jnp.conj(up1), jnp.conj(up0)
+    v = jnp.stack([jnp.stack([lo0, up0], -1), jnp.stack([lo1, up1], -1)], -2)
+    return w, v.astype(h.dtype)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def eigh(h: Complex[Array, "n n"], degen_tol: float = 1e-8):
     """Eigenvalues (ascending) and eigenvectors (columns) of a Hermitian matrix.
 
-    Same as ``jnp.linalg.eigh`` in value; its derivative masks degenerate pairs (see module doc).
+    Same as ``jnp.linalg.eigh`` in value (2×2 matrices use a closed form); its derivative masks
+    degenerate pairs (see module doc).
     """
+    if h.shape[-1] == 2 and jnp.iscomplexobj(h):
+        return _eigh_2x2(h)
     w, v = jnp.linalg.eigh(h)
     return w, v
 
