@@ -9,4 +9,11 @@ from ._function import from_function as from_function
 from ._lattice import Haldane as Haldane
 from ._lattice import QiWuZhang as QiWuZhang
 from ._lattice import RashbaLattice as RashbaLattice
+from ._materials import BistritzerMacDonald as BistritzerMacDonald
+from ._materials import TISurfaceDirac as TISurfaceDirac
+from ._materials import TMDThreeBand as TMDThreeBand
+from ._materials import TopologicalInsulatorKP as TopologicalInsulatorKP
+from ._materials import bi2se3 as bi2se3
+from ._materials import bi2se3_surface as bi2se3_surface
+from ._materials import tmd_three_band as tmd_three_band
 from ._tight_binding import TightBinding as TightBinding
