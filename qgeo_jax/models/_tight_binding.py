@@ -97,7 +97,10 @@ class TightBinding(AbstractModel):
         self.lattice_vectors = as_param(lat)
         self.reduced_positions = as_param(pos)
         self.onsite = as_param(ons)
-        self.hopping = jnp.stack([jnp.asarray(t, dtype=jnp.complex128) for t in ts])
+        if all(isinstance(t, (complex, float, int, np.number)) for t in ts):
+            self.hopping = jnp.asarray(np.asarray(ts, dtype=np.complex128))
+        else:  # traced or JAX-array hoppings (e.g. built inside a differentiated function)
+            self.hopping = jnp.stack([jnp.asarray(t, dtype=jnp.complex128) for t in ts])
         self.hop_i = jnp.asarray(ii, dtype=jnp.int32)
         self.hop_j = jnp.asarray(jj, dtype=jnp.int32)
         self.hop_R = jnp.asarray(np.array(rr, dtype=np.int32))
