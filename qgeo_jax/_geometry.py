@@ -102,6 +102,7 @@ class BandGeometry(eqx.Module):
     spin: Float[Array, "n 3"] | None
 
 
+@eqx.filter_jit
 def band_geometry(
     model: AbstractModel,
     k: Float[Array, " dim"],

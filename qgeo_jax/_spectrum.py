@@ -51,6 +51,7 @@ def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"], *, p
     return h, dh
 
 
+@eqx.filter_jit
 def spectrum(model: AbstractModel, k: Float[Array, " dim"], *, degen_tol: float = DEFAULT_DEGEN_TOL) -> Spectrum:
     """Eigenvalues, eigenvectors, velocity and spin matrices at one k (see :class:`Spectrum`)."""
     require_x64()
