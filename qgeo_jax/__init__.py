@@ -8,11 +8,15 @@ Public API (everything else is private):
 * meshes: :func:`monkhorst_pack`, :func:`continuum_mesh`, :func:`integrate`
 * responses: :func:`orbital_magnetization`, :func:`spin_magnetization`,
   :func:`anomalous_hall_conductivity`, :func:`chern_number`
+* open boundaries: :func:`build_flake`, :func:`flake_orbital_magnetization`, local markers
+* files and plots: :mod:`qgeo_jax.io` (Wannier90), :mod:`qgeo_jax.plotting` (matplotlib, lazy)
 * units: :mod:`qgeo_jax.units`
 """
 
 from . import _config  # noqa: F401  (sets the float64 policy before anything is traced)
+from . import io as io
 from . import models as models
+from . import plotting as plotting
 from . import units as units
 from ._bz import AbstractMesh as AbstractMesh
 from ._bz import BoxMesh as BoxMesh
@@ -38,6 +42,13 @@ from ._linalg import eigh as eigh
 from ._occupation import fermi_dirac as fermi_dirac
 from ._occupation import fermi_dirac_derivative as fermi_dirac_derivative
 from ._occupation import grand_potential_weight as grand_potential_weight
+from ._realspace import Flake as Flake
+from ._realspace import build_flake as build_flake
+from ._realspace import flake_orbital_magnetization as flake_orbital_magnetization
+from ._realspace import flake_spin_density as flake_spin_density
+from ._realspace import local_chern_marker as local_chern_marker
+from ._realspace import local_orbital_magnetization as local_orbital_magnetization
+from ._realspace import real_space_hoppings as real_space_hoppings
 from ._responses import anomalous_hall_conductivity as anomalous_hall_conductivity
 from ._responses import orbital_magnetization as orbital_magnetization
 from ._responses import spin_magnetization as spin_magnetization
