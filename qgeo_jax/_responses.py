@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ._bz import DEFAULT_CHUNK, AbstractMesh, MonkhorstPackMesh, integrate
@@ -216,7 +217,11 @@ def chern_number_kubo(
 
 def _band_mask(model, bands):
     n = model.norb
-    idx = [int(b) for b in jnp.atleast_1d(jnp.asarray(bands))]
+    # NumPy, not jnp: under an outer jit (sweeps, design steps) jnp arrays built from Python ints
+    # are tracers, and int() / np.asarray() on them fail.
+    idx = [int(b) for b in np.atleast_1d(np.asarray(bands))]
     if not idx or any(not 0 <= b < n for b in idx):
         raise ValueError(f"bands={bands!r} must be a non-empty list of band indices in [0, {n}).")
-    return jnp.zeros(n).at[jnp.asarray(idx)].set(1.0)
+    mask = np.zeros(n)
+    mask[idx] = 1.0
+    return mask
