@@ -151,7 +151,7 @@ def spin_magnetization(
             "(give `spin=` to TightBinding/from_function, or use a spinful model)."
         )
     mu, temperature = as_mu_temperature(mu, temperature)
-    return _spin_magnetization(model, mesh, mu, temperature, float(g_factor), chunk_size)
+    return _spin_magnetization(model, mesh, mu, temperature, jnp.asarray(g_factor, dtype=jnp.float64), chunk_size)
 
 
 @eqx.filter_jit

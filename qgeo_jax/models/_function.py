@@ -18,7 +18,10 @@ from ._base import AbstractModel, as_param
 class FunctionModel(AbstractModel):
     """A model defined by a plain function; build it with :func:`from_function`."""
 
-    fn: Callable = eqx.field(static=True)
+    fn: Callable | None = eqx.field(static=True)
+    # A pytree-callable (e.g. ``other_model.hamiltonian``, an equinox bound method) is kept as a
+    # pytree field so that its arrays stay leaves (differentiable, never static).
+    fn_tree: PyTree | None
     params: PyTree[Array] | None
     spin: Complex[Array, "3 n n"] | None
     lattice_vectors: Float[Array, "dim dim"] | None
@@ -47,7 +50,8 @@ class FunctionModel(AbstractModel):
         return self.spin
 
     def hamiltonian(self, k):
-        h = self.fn(k) if self.params is None else self.fn(k, self.params)
+        fn = self.fn if self.fn_tree is None else self.fn_tree
+        h = fn(k) if self.params is None else fn(k, self.params)
         return jnp.asarray(h, dtype=jnp.complex128)
 
 
@@ -94,8 +98,10 @@ def from_function(
         raise ValueError(f"from_function: lattice must have shape ({dim}, {dim}), got {lat.shape}.")
     if lat is None and k_cutoff is None:
         raise ValueError("from_function: a continuum model (no lattice) needs k_cutoff (1/length).")
+    is_tree = isinstance(h, eqx.Module)
     model = FunctionModel(
-        fn=h,
+        fn=None if is_tree else h,
+        fn_tree=h if is_tree else None,
         params=params,
         spin=None if spin is None else jnp.asarray(spin, dtype=jnp.complex128),
         lattice_vectors=lat,
@@ -103,9 +109,13 @@ def from_function(
         k_dim=dim,
         cutoff=None if k_cutoff is None else float(k_cutoff),
     )
-    # One cheap check at a generic k: square, Hermitian, matching spin operators.
+    # One cheap check at a generic k: square, Hermitian, matching spin operators. Skipped when
+    # the model is built inside a traced function (its values are not known then).
     k0 = jnp.linspace(0.123, 0.456, dim)
-    h0 = np.asarray(model.hamiltonian(k0))
+    h0 = model.hamiltonian(k0)
+    if isinstance(h0, jax.core.Tracer):
+        return model
+    h0 = np.asarray(h0)
     if h0.ndim != 2 or h0.shape[0] != h0.shape[1]:
         raise ValueError(f"from_function: h(k) must return a square matrix, got shape {h0.shape}.")
     err = np.max(np.abs(h0 - h0.conj().T))
