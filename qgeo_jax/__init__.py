@@ -10,10 +10,15 @@ Public API (everything else is private):
   :func:`anomalous_hall_conductivity`, :func:`chern_number`
 * open boundaries: :func:`build_flake`, :func:`flake_orbital_magnetization`, local markers
 * files and plots: :mod:`qgeo_jax.io` (Wannier90), :mod:`qgeo_jax.plotting` (matplotlib, lazy)
+* kinetic (E-field-induced) magnetization: :func:`kinetic_magnetization`,
+  :func:`orbital_magnetoelectric_tensor`, kernels :func:`spin_berry_curvature`,
+  :func:`magnetoelectric_tensor`, ...
+* batches and design: :func:`sweep`, :func:`vary`, :func:`stack_models`, :mod:`qgeo_jax.design`
 * units: :mod:`qgeo_jax.units`
 """
 
 from . import _config  # noqa: F401  (sets the float64 policy before anything is traced)
+from . import design as design
 from . import io as io
 from . import models as models
 from . import plotting as plotting
@@ -38,7 +43,17 @@ from ._geometry import quantum_geometric_tensor as quantum_geometric_tensor
 from ._geometry import quantum_metric as quantum_metric
 from ._geometry import spin_expectation as spin_expectation
 from ._geometry import tensor_to_vector as tensor_to_vector
+from ._kinetic import kinetic_integrand as kinetic_integrand
+from ._kinetic import kinetic_magnetization as kinetic_magnetization
+from ._kinetic import spin_berry_curvature as spin_berry_curvature
 from ._linalg import eigh as eigh
+from ._magnetoelectric import interband_berry_connection as interband_berry_connection
+from ._magnetoelectric import interband_orbital_moment as interband_orbital_moment
+from ._magnetoelectric import intrinsic_orbital_integrand as intrinsic_orbital_integrand
+from ._magnetoelectric import magnetoelectric_interband as magnetoelectric_interband
+from ._magnetoelectric import magnetoelectric_tensor as magnetoelectric_tensor
+from ._magnetoelectric import orbital_magnetoelectric_tensor as orbital_magnetoelectric_tensor
+from ._magnetoelectric import quantum_metric_derivative as quantum_metric_derivative
 from ._occupation import fermi_dirac as fermi_dirac
 from ._occupation import fermi_dirac_derivative as fermi_dirac_derivative
 from ._occupation import grand_potential_weight as grand_potential_weight
@@ -54,5 +69,9 @@ from ._responses import orbital_magnetization as orbital_magnetization
 from ._responses import spin_magnetization as spin_magnetization
 from ._spectrum import Spectrum as Spectrum
 from ._spectrum import spectrum as spectrum
+from ._sweep import stack_models as stack_models
+from ._sweep import sweep as sweep
+from ._sweep import unstack_models as unstack_models
+from ._sweep import vary as vary
 
 __version__ = "0.1.0"
