@@ -69,6 +69,13 @@ from ._responses import orbital_magnetization as orbital_magnetization
 from ._responses import spin_magnetization as spin_magnetization
 from ._spectrum import Spectrum as Spectrum
 from ._spectrum import spectrum as spectrum
+from ._validate import ChernResult as ChernResult
+from ._validate import Convergence as Convergence
+from ._validate import InputReport as InputReport
+from ._validate import InvalidValueError as InvalidValueError
+from ._validate import QgeoWarning as QgeoWarning
+from ._validate import check_inputs as check_inputs
+from ._validate import converged as converged
 from ._sweep import stack_models as stack_models
 from ._sweep import sweep as sweep
 from ._sweep import unstack_models as unstack_models

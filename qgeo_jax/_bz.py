@@ -210,6 +210,8 @@ def continuum_mesh(model: AbstractModel, *, k_max: float | None = None, n=(200, 
         if model.dim != 2:
             raise ValueError(f"a polar mesh is 2D but the model is {model.dim}D; use kind='box'.")
         nr, nt = (int(n), int(n)) if np.ndim(n) == 0 else (int(n[0]), int(n[1]))
+        if nr < 1 or nt < 1:
+            raise ValueError(f"continuum_mesh: n = (n_radial, n_angle) must be positive, got {n!r}.")
         x, wx = np.polynomial.legendre.leggauss(nr)
         return PolarMesh(
             k_max=float(k_max), n_radial=nr, n_angle=nt, center=jnp.asarray(center, dtype=jnp.float64),
@@ -217,6 +219,8 @@ def continuum_mesh(model: AbstractModel, *, k_max: float | None = None, n=(200, 
         )
     if kind in ("box", "cube"):
         shape = tuple(int(m) for m in np.broadcast_to(n, (model.dim,)))
+        if any(m < 1 for m in shape):
+            raise ValueError(f"continuum_mesh: n must be positive integers, got {n!r}.")
         return BoxMesh(k_max=float(k_max), shape=shape, ball=kind == "box")
     raise ValueError(f"unknown continuum mesh kind {kind!r}; use 'polar', 'box' or 'cube'.")
 

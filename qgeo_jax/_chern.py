@@ -19,6 +19,7 @@ from ._bz import DEFAULT_CHUNK, MonkhorstPackMesh
 from ._config import require_x64
 from ._responses import _band_mask, chern_number_kubo
 from ._spectrum import DEFAULT_DEGEN_TOL
+from ._validate import ChernResult, check_chern_mesh, check_model, chern_report
 from .models._base import AbstractModel
 
 
@@ -54,17 +55,23 @@ def chern_number(
     method: str = "kubo",
     degen_tol: float = DEFAULT_DEGEN_TOL,
     chunk_size: int = DEFAULT_CHUNK,
-) -> Float[Array, ""]:
+    report: bool = False,
+) -> Float[Array, ""] | ChernResult:
     """Chern number of the set ``bands`` (list of band indices) of a 2D lattice model, unrounded.
 
     ``method="kubo"``: the Berry-curvature integral on the mesh (converges as the mesh is refined;
     differentiable). ``method="plaquette"``: Fukui–Hatsugai–Suzuki lattice field strength, an
     integer up to round-off whenever the band set is gapped from the rest on the mesh.
     The band set must be separated by a gap from the other bands for either to be quantized.
+    ``report=True`` returns a :class:`ChernResult` instead (both routes, nearest integer, deviation,
+    minimum direct gap on the mesh, ``is_quantized``; not differentiable, see ``chern_report``).
     """
     require_x64()
-    if not isinstance(mesh, MonkhorstPackMesh) or model.dim != 2:
-        raise ValueError("chern_number needs a 2D lattice model and a qgeo_jax.monkhorst_pack mesh.")
+    check_chern_mesh(model, mesh)  # 2D lattice model, matching mesh of >= 4 points per axis
+    model = check_model(model)
+    if report:
+        opts = dict(method=method, degen_tol=degen_tol, chunk_size=chunk_size)
+        return chern_report(model, mesh, bands, **opts)
     if method == "kubo":
         return chern_number_kubo(model, mesh, bands, degen_tol=degen_tol, chunk_size=chunk_size)
     if method == "plaquette":

@@ -19,6 +19,7 @@ from ._config import require_x64
 from ._linalg import denominators, eigh
 from ._occupation import check_temperature, fermi_dirac, fermi_weights
 from ._spectrum import DEFAULT_DEGEN_TOL, eigen_velocity
+from ._validate import check_mesh, check_model, check_mu_temperature
 from .models._base import AbstractModel
 
 _CYC_I = jnp.array([1, 2, 0])
@@ -64,17 +65,17 @@ def berry_and_moment(energies, velocity, degen_tol):
 
 
 def as_mu_temperature(mu, temperature, *, fermi_surface: bool = False):
-    """Broadcast μ and T to one shape (float64); validate T."""
-    mu = jnp.asarray(mu, dtype=jnp.float64)
-    temperature = jnp.asarray(temperature, dtype=jnp.float64)
-    mu, temperature = jnp.broadcast_arrays(mu, temperature)
+    """Broadcast μ and T to one shape (float64); validate both (clear errors: see _validate)."""
+    mu, temperature = check_mu_temperature(mu, temperature, fermi_surface=fermi_surface)
     return mu, check_temperature(temperature, fermi_surface=fermi_surface)
 
 
 def _check_mesh(model: AbstractModel, mesh: AbstractMesh):
+    """Validate model and mesh (_validate); return the model (with run-time checks if traced)."""
     require_x64()
-    if mesh.dim != model.dim:
-        raise ValueError(f"the mesh is {mesh.dim}D but {type(model).__name__} is {model.dim}D.")
+    model = check_model(model)
+    check_mesh(model, mesh)
+    return model
 
 
 def _occ(energies, mu, temperature, fn=fermi_dirac):
@@ -112,7 +113,7 @@ def orbital_magnetization(
     e·energy·length²/ħ per length^dim (``units.orbital_magnetization`` converts). In a gap,
     dM^O/dμ = C e/h (Středa), with C the Chern number of :func:`chern_number`.
     """
-    _check_mesh(model, mesh)
+    model = _check_mesh(model, mesh)
     mu, temperature = as_mu_temperature(mu, temperature)
     return _orbital_magnetization(model, mesh, mu, temperature, degen_tol, chunk_size)
 
@@ -144,7 +145,7 @@ def spin_magnetization(
 
     Units: μ_B per length^dim. The seed's −(μ_B/ħ)⟨S⟩ equals this with g = 2 and S = ħσ/2.
     """
-    _check_mesh(model, mesh)
+    model = _check_mesh(model, mesh)
     if model.spin_operators() is None:
         raise ValueError(
             f"spin_magnetization needs spin operators, but {type(model).__name__} has none "
@@ -182,7 +183,7 @@ def anomalous_hall_conductivity(
     (Xiao, Chang, Niu, RMP 82, 1959 (2010), eq. 3.11, electron charge −e). Units e²/ħ per
     length^(dim−2); in a 2D gap σ_xy = −C e²/h, i.e. −C/(2π) in these units.
     """
-    _check_mesh(model, mesh)
+    model = _check_mesh(model, mesh)
     mu, temperature = as_mu_temperature(mu, temperature)
     return -_berry_sum(model, mesh, mu, temperature, degen_tol, chunk_size)
 
@@ -208,7 +209,7 @@ def chern_number_kubo(
     chunk_size: int = DEFAULT_CHUNK,
 ) -> Float[Array, ""]:
     r"""C = (1/2π) Σ_{n∈bands} ∫_BZ d²k Ω_n^{xy} by the Kubo (sum-over-states) formula. Not rounded."""
-    _check_mesh(model, mesh)
+    model = _check_mesh(model, mesh)
     if model.dim != 2:
         raise ValueError(f"the Chern number is defined here for 2D models; {type(model).__name__} is {model.dim}D.")
     mask = _band_mask(model, bands)

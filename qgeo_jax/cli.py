@@ -16,8 +16,15 @@ The pieces are tables a later issue extends without touching the rest:
   ``check`` rejects an unsuitable model or option before any work is done;
 * ``_write_outputs`` / ``_print_report`` — I/O only, no physics.
 
+Long runs are cut into blocks (the Chern number; chunks of ``options.block_size`` chemical
+potentials). With an output directory every finished block is written atomically to
+``OUT/PREFIX.partial/`` before the next starts (:mod:`qgeo_jax._resume`); after SIGINT, SIGTERM or a
+crash, ``--resume`` loads them and computes only the rest, with results identical to an
+uninterrupted run. A partial directory of a different configuration is reported, never merged.
+
 Exit codes: 0 success, 2 usage or configuration error (one line, no traceback), 1 a failure while
-computing (one line; set ``QGEO_DEBUG=1`` for the traceback).
+computing (one line; set ``QGEO_DEBUG=1`` for the traceback), 130 / 143 interrupted by SIGINT /
+SIGTERM (finished blocks are kept; rerun with ``--resume``).
 """
 
 from __future__ import annotations
@@ -185,12 +192,14 @@ _SCHEMA: dict[str, Any] = {
         "degen_tol": None,
         "chern_bands": None,
         "timing_repeats": None,
+        "block_size": None,
     },
 }
 
 DEFAULT_QUANTITIES = ("chern", "orbital_magnetization", "ahc")
 DEFAULT_MU = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
 DEFAULT_TEMPERATURE = 0.005
+DEFAULT_BLOCK_SIZE = 16  # chemical potentials per block (one progress line and one file each)
 
 
 @dataclasses.dataclass
@@ -215,6 +224,8 @@ class Job:
     degen_tol: float = 1e-8
     chern_bands: tuple[int, ...] | None = None
     timing_repeats: int = 3
+    block_size: int = DEFAULT_BLOCK_SIZE
+    resume: bool = False
     description: str = ""
     source: str = "built-in default job"
     config: dict[str, Any] | None = None  # the raw config, kept for provenance
@@ -354,7 +365,7 @@ def job_from_config(config: dict[str, Any], source: str = "config") -> Job:
         job.quantities_given = True
     output = config.get("output", {})
     job.out_dir = str(output.get("dir", "qgeo_out"))
-    job.prefix = str(output.get("prefix", job.prefix))
+    job.prefix = _check_prefix(output.get("prefix", job.prefix))
     opts = config.get("options", {})
     try:
         job.chunk_size = int(opts.get("chunk_size", job.chunk_size))
@@ -362,12 +373,29 @@ def job_from_config(config: dict[str, Any], source: str = "config") -> Job:
         job.tau = float(opts["tau"]) if "tau" in opts else None
         job.degen_tol = float(opts.get("degen_tol", job.degen_tol))
         job.timing_repeats = int(opts.get("timing_repeats", job.timing_repeats))
+        job.block_size = _check_block_size(opts.get("block_size", job.block_size))
         if "chern_bands" in opts:
             job.chern_bands = tuple(int(b) for b in np.atleast_1d(opts["chern_bands"]))
     except (TypeError, ValueError) as err:
         raise UsageError(f"bad value in [options]: {_first_line(err)}") from None
     job.description = str(config.get("description", ""))
     return job
+
+
+def _check_prefix(value) -> str:
+    """The output file stem: a plain name, so that no output escapes the output directory."""
+    from ._validate import safe_output_name
+
+    try:
+        return safe_output_name(str(value), what="output prefix")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _check_block_size(value) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise UsageError(f"options.block_size must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -414,6 +442,7 @@ g_factor = 2.0                 # spin magnetization M^S = -g mu_B <S> f0, S = si
 degen_tol = 1e-8               # |E_n - E_m| below this counts as degenerate
 # chern_bands = [0]            # default: the lower half of the bands
 timing_repeats = 0             # >0: also time that many steady-state repeats
+block_size = 16                # mu values per block: each finished block is saved (see --resume)
 """
 
 
@@ -643,6 +672,16 @@ def _q_chern(ctx: Context) -> list[Output]:
         ),
     )
     note = f"bands {list(bands)}; C = (1/2π) Σ_occ ∫ Ω^xy"
+    # Numerical honesty: the plaquette sum is an integer even where the gap closes, so report the
+    # smallest direct gap on the mesh and whether both routes agree with one integer.
+    from ._validate import CHERN_TOL, direct_gap
+
+    gap_tol = max(1e3 * job.degen_tol, 1e-6)
+    gap, _, near = direct_gap(
+        ctx.model, ctx.mesh, list(bands), tol=gap_tol, chunk_size=job.chunk_size
+    )
+    nearest = round(float(plaq))
+    deviation = max(abs(float(kubo) - nearest), abs(float(plaq) - nearest))
     return [
         Output("chern_kubo", np.asarray(kubo), "1", "Chern number, Kubo integral, " + note),
         Output(
@@ -650,6 +689,24 @@ def _q_chern(ctx: Context) -> list[Output]:
             np.asarray(plaq),
             "1",
             "Chern number, Fukui–Hatsugai plaquettes, " + note,
+        ),
+        Output(
+            "chern_min_direct_gap",
+            np.asarray(gap),
+            ctx.job.energy_unit,
+            f"smallest direct gap between bands {list(bands)} and the others on the mesh",
+        ),
+        Output(
+            "chern_near_degenerate_points",
+            np.asarray(near),
+            "1",
+            f"mesh points where that gap is below {gap_tol:g} (not separated: C not defined)",
+        ),
+        Output(
+            "chern_is_quantized",
+            np.asarray(deviation <= CHERN_TOL and near == 0),
+            "1",
+            f"both routes within {CHERN_TOL:g} of one integer and no near-degenerate point",
         ),
     ]
 
@@ -733,9 +790,16 @@ def _need_spin(ctx: Context, name: str) -> None:
 
 
 def _need_chern_model(ctx: Context, name: str) -> None:
+    from ._validate import MIN_CHERN_POINTS
+
     if not (ctx.lattice and ctx.dim == 2):
         raise UsageError(
             f"the Chern number needs a 2D lattice model; {ctx.job.model_name} is not one"
+        )
+    if min(ctx.mesh.shape) < MIN_CHERN_POINTS:
+        raise UsageError(
+            f"the Chern number needs at least {MIN_CHERN_POINTS} k-points per axis "
+            f"(mesh {'x'.join(map(str, ctx.mesh.shape))}); use e.g. --mesh 60x60"
         )
     _chern_bands(ctx)
 
@@ -881,10 +945,130 @@ class Result:
     timings: dict[str, dict[str, float]]
     chern_bands: tuple[int, ...] | None
     wall_s: float
+    blocks: dict[str, Any] | None = None  # block bookkeeping (total, loaded, computed, directory)
+    store: Any = None  # the _resume.BlockStore of a run with an output directory
 
 
-def run_job(job: Job) -> Result:
-    """Build the model and mesh of ``job`` and compute every requested quantity."""
+class Interrupted(Exception):
+    """SIGINT / SIGTERM during a run with saved blocks: says how far it got and how to resume."""
+
+    def __init__(self, state: dict, directory, exit_code: int):
+        done = len(state.get("loaded", [])) + len(state.get("computed", []))
+        super().__init__(
+            f"interrupted after {done} of {state.get('total', '?')} blocks; the finished blocks "
+            f"are kept in {directory}: run the same command with --resume to continue"
+        )
+        self.exit_code = exit_code
+
+
+def _plan_blocks(ctx: Context):
+    """[(key, compute)] and labels: the μ-independent Chern number, then chunks of μ."""
+    job = ctx.job
+    blocks, labels = [], {}
+    if "chern" in job.quantities:
+        blocks.append(("chern", lambda: _compute_block(ctx, ["chern"], None)))
+        labels["chern"] = "Chern number"
+    names = [n for n in job.quantities if n != "chern"]
+    n_mu = len(ctx.mu)
+    if names:
+        for i, start in enumerate(range(0, n_mu, job.block_size)):
+            sl = (start, min(start + job.block_size, n_mu))
+            key = f"mu-{i:04d}"
+            blocks.append((key, lambda sl=sl: _compute_block(ctx, names, sl)))
+            labels[key] = f"μ {sl[0] + 1}-{sl[1]} of {n_mu}"
+    return blocks, labels
+
+
+def _compute_block(ctx: Context, names: list[str], sl: tuple[int, int] | None):
+    """Arrays and JSON metadata (units, descriptions, table columns, timings) of one block."""
+    mu = ctx.mu if sl is None else ctx.mu[sl[0] : sl[1]]
+    sub = dataclasses.replace(ctx, mu=mu, timings={})
+    arrays, entries = {}, []
+    for name in names:
+        for o in _QUANTITIES[name].compute(sub):
+            arrays[o.key] = np.asarray(o.value)
+            columns = [[h, list(c) if isinstance(c, tuple) else c] for h, c in o.columns]
+            entries.append(
+                dict(
+                    quantity=name,
+                    key=o.key,
+                    unit=o.unit,
+                    description=o.description,
+                    columns=columns,
+                )
+            )
+    return arrays, {"outputs": entries, "timings": sub.timings, "mu_slice": sl}
+
+
+def _assemble(job: Job, done: dict, keys: list[str], computed: list[str]):
+    """Outputs in the order of ``job.quantities`` (μ blocks concatenated), merged timings."""
+    parts: dict[str, list[np.ndarray]] = {}
+    entries: dict[str, dict] = {}
+    timings: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        arrays, meta = done[key]
+        for e in meta["outputs"]:
+            parts.setdefault(e["key"], []).append(arrays[e["key"]])
+            entries.setdefault(e["key"], e)
+        if key in computed:  # timings of blocks loaded from disk belong to the earlier run
+            for label, t in meta.get("timings", {}).items():
+                merged = timings.setdefault(label, dict(t, blocks=0, total_s=0.0))
+                merged["blocks"] += 1
+                merged["total_s"] += t["first_call_s"]
+    outputs = []
+    for name in job.quantities:
+        for okey, e in entries.items():
+            if e["quantity"] != name:
+                continue
+            value = parts[okey][0] if name == "chern" else np.concatenate(parts[okey], axis=0)
+            columns = tuple((h, tuple(c) if isinstance(c, list) else c) for h, c in e["columns"])
+            outputs.append(Output(okey, value, e["unit"], e["description"], columns))
+    return outputs, timings
+
+
+def _run_identity(job: Job, model, mesh_info: dict, ctx: Context) -> dict[str, Any]:
+    """Everything that determines the numbers of a run (hashed to guard --resume)."""
+    import equinox
+    import jax
+    import jaxlib
+
+    from . import __version__
+
+    return {
+        "model": {"name": job.model_name, "parameters": model_parameters(model)},
+        "mesh": mesh_info,
+        "mu": [float(x) for x in np.asarray(job.mu)],
+        "temperature": float(job.temperature),
+        "quantities": list(job.quantities),
+        "units": {"energy": job.energy_unit, "length": job.length_unit},
+        "options": {
+            "chunk_size": job.chunk_size,
+            "g_factor": job.g_factor,
+            "tau": job.tau,
+            "degen_tol": job.degen_tol,
+            "chern_bands": list(_chern_bands(ctx)) if "chern" in job.quantities else None,
+            "block_size": job.block_size,
+        },
+        "software": {
+            "qgeo_jax": __version__,
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "equinox": equinox.__version__,
+            "numpy": np.__version__,
+        },
+        # Summation order (hence round-off) depends on the backend and the device count.
+        "backend": jax.default_backend(),
+        "devices": len(jax.devices()),
+        "x64": bool(jax.config.jax_enable_x64),
+    }
+
+
+def run_job(job: Job, *, log: Callable[[str], None] | None = None) -> Result:
+    """Build the model and mesh of ``job`` and compute every requested quantity, block by block.
+
+    With ``job.out_dir`` every finished block is saved in ``OUT/PREFIX.partial`` (and loaded from
+    there with ``job.resume``); ``log`` receives warnings and one progress line per block.
+    """
     t_start = time.perf_counter()
     from . import _config  # noqa: F401  (x64 policy before any array is made)
 
@@ -914,12 +1098,53 @@ def run_job(job: Job) -> Result:
                 raise
     job.quantities = tuple(kept)
     ranges = ctx.band_ranges
-    outputs: list[Output] = []
-    for name in job.quantities:
-        outputs.extend(_QUANTITIES[name].compute(ctx))
+    from ._resume import BlockStore, PartialResultsError, run_blocks
+    from ._validate import mu_outside_bands, safe_child
+
+    for text in mu_outside_bands(job.mu, ranges):
+        (log or (lambda _t: None))("warning: " + text)
+    blocks, labels = _plan_blocks(ctx)
+    keys = [key for key, _ in blocks]
+    store, state = None, {}
+    if job.out_dir is not None:
+        try:
+            directory = safe_child(job.out_dir, f"{job.prefix}.partial")
+            identity = _run_identity(job, model, mesh_info, ctx)
+            store = BlockStore(directory, identity, keys, resume=job.resume, log=log)
+        except ValueError as err:  # includes PartialResultsError: other config, corrupted
+            raise UsageError(_first_line(err)) from None
+        except OSError as err:
+            raise UsageError(f"cannot write partial results to {job.out_dir!r}: {err}") from None
+    try:
+        done = run_blocks(
+            blocks, store, progress=log if store is not None else None, labels=labels, state=state
+        )
+    except PartialResultsError as err:  # a finished block that fails its checks on loading
+        raise UsageError(_first_line(err)) from None
+    except KeyboardInterrupt as stop:
+        if store is None:
+            raise
+        raise Interrupted(state, store.directory, getattr(stop, "exit_code", 130)) from None
+    outputs, timings = _assemble(job, done, keys, state["computed"])
     bands = _chern_bands(ctx) if "chern" in job.quantities else None
+    info = {
+        "total": len(keys),
+        "loaded": state["loaded"],
+        "computed": state["computed"],
+        "block_size": job.block_size,
+        "directory": None if store is None else str(store.directory),
+    }
     return Result(
-        job, model, mesh_info, ranges, outputs, ctx.timings, bands, time.perf_counter() - t_start
+        job,
+        model,
+        mesh_info,
+        ranges,
+        outputs,
+        timings,
+        bands,
+        time.perf_counter() - t_start,
+        blocks=info,
+        store=store,
     )
 
 
@@ -1048,11 +1273,21 @@ def _write_outputs(result: Result) -> tuple[Path, Path]:
         "timings_s": result.timings,
         "wall_s": result.wall_s,
         "provenance": provenance(result),
+        "blocks": _jsonable(result.blocks),
     }
-    npz_path, json_path = out / f"{job.prefix}.npz", out / f"{job.prefix}.json"
+    from ._resume import atomic_savez, atomic_write_text
+    from ._validate import safe_child
+
+    try:  # the prefix is a plain file name: nothing is written outside the output directory
+        npz_path = safe_child(out, f"{job.prefix}.npz")
+        json_path = safe_child(out, f"{job.prefix}.json")
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     # Units travel inside the .npz too (a plain string array: no pickle needed to read it).
-    np.savez(npz_path, **arrays, units=np.array(json.dumps(unit_map, ensure_ascii=False)))
-    json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # Both files are written to a temporary file first and renamed: never half-written.
+    units = np.array(json.dumps(unit_map, ensure_ascii=False))
+    atomic_savez(npz_path, arrays | {"units": units})
+    atomic_write_text(json_path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     return npz_path, json_path
 
 
@@ -1115,20 +1350,41 @@ def _print_report(result: Result, stream) -> None:
         )
     kelvin = job.temperature / float(units.temperature_to_energy(1.0, energy=E))
     p(f"temperature {job.temperature:g} {E} ({kelvin:.4g} K)")
+    blocks = result.blocks or {}
+    if blocks.get("directory"):
+        p(
+            f"blocks      {blocks['total']} (up to {blocks['block_size']} μ values each), saved in "
+            f"{blocks['directory']} as they finish; {len(blocks['loaded'])} resumed, "
+            f"{len(blocks['computed'])} computed in this run"
+        )
     scalars = {o.key: float(o.value) for o in result.outputs if np.ndim(o.value) == 0}
     if "chern_kubo" in scalars:
         bands = list(result.chern_bands)
-        gapped = (
-            ranges[bands, 1].max() < np.delete(ranges, bands, axis=0)[:, 0].min()
-            if len(bands) < len(ranges)
-            else True
-        )
+        quantized = bool(scalars.get("chern_is_quantized", True))
         p("")
         p(
             f"Chern number of band(s) {bands}:  Kubo {scalars['chern_kubo']:+.6f}   "
             f"plaquette {scalars['chern_plaquette']:+.6f}"
-            + ("" if gapped else "   (bands not gapped from the rest on this mesh: not quantized)")
+            + ("" if quantized else "   NOT QUANTIZED on this mesh")
         )
+        if "chern_min_direct_gap" in scalars:
+            gap, near = (
+                scalars["chern_min_direct_gap"],
+                int(scalars["chern_near_degenerate_points"]),
+            )
+            if quantized:
+                p(
+                    f"{'':12}quantized: C = {round(scalars['chern_plaquette'])} (both routes "
+                    f"agree; smallest direct gap on the mesh {gap:.4g} {E})"
+                )
+            else:
+                why = (
+                    f"the bands touch the others at {near} mesh point(s) (direct gap {gap:.3g} {E})"
+                    if near
+                    else f"the routes disagree or are not integers (smallest direct gap {gap:.3g} "
+                    f"{E}): the gap closes or the mesh is too coarse for it; refine the mesh"
+                )
+                p(f"{'':12}not quantized: {why}")
     # A column is (header, component): an int for vectors (n_mu, 3), (i, j) for (n_mu, 3, 3).
     columns = [
         (h, np.asarray(o.value)[(slice(None), *np.atleast_1d(c))])
@@ -1241,7 +1497,8 @@ config schema (TOML; unknown keys are an error with a "did you mean"):
   [mesh]    shape, shift (lattice) | shape = [n_radial, n_angle], k_max, kind (continuum)
   [units]   energy (eV, meV, J, Ry, Ha), length (angstrom, nm, bohr, m)
   [output]  dir, prefix
-  [options] chunk_size, g_factor, tau (ħ/energy), degen_tol, chern_bands, timing_repeats
+  [options] chunk_size, g_factor, tau (ħ/energy), degen_tol, chern_bands, timing_repeats,
+            block_size
 
 outputs: PREFIX.npz holds every array (key `units` = JSON of each array's unit);
 PREFIX.json holds the same values with units, descriptions, timings and provenance
@@ -1250,7 +1507,14 @@ PREFIX.json holds the same values with units, descriptions, timings and provenan
 conventions: ħ = e = k_B = 1; electron charge −e; vectors X^k = ½ ε_ijk X^ij
 (Ω^z = Ω^xy); σ_xy = −C e²/h and dM^O/dμ = C e/h in a gap; S = σ/2, M^S = −g μ_B <S>.
 
-exit codes: 0 success, 2 bad command line or config (one line), 1 computation failed.
+long runs: the Chern number and each block of options.block_size μ values are saved
+in OUT/PREFIX.partial/ as soon as they finish (atomically). After Ctrl-C, SIGTERM or a
+crash, `qgeo run CONFIG --resume` loads them and computes only the rest; a partial
+directory of a different configuration is reported, never merged. One progress line
+per block goes to stderr.
+
+exit codes: 0 success, 2 bad command line or config (one line), 1 computation failed,
+130/143 interrupted by SIGINT/SIGTERM (rerun with --resume).
 environment: QGEO_DEBUG=1 shows tracebacks; QGEO_JAX_NO_X64=1 disables float64 (not
 supported by the physics entry points).
 """
@@ -1328,7 +1592,22 @@ def _add_job_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--quiet",
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
-        help="print nothing but errors and the written paths",
+        help="print nothing but errors, warnings and the written paths",
+    )
+    g.add_argument(
+        "--block-size",
+        metavar="N",
+        type=int,
+        default=d,
+        help=f"μ values per block (default {DEFAULT_BLOCK_SIZE}); with an output directory each "
+        "finished block is saved at once in OUT/PREFIX.partial/",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="continue an interrupted run: load its finished blocks, compute only the others "
+        "(refused if the configuration changed)",
     )
 
 
@@ -1405,8 +1684,12 @@ def _apply_flags(job: Job, args: argparse.Namespace) -> Job:
         job.quantities_given = True
     if getattr(args, "out", None):
         job.out_dir = args.out
-    if getattr(args, "prefix", None):
-        job.prefix = args.prefix
+    if getattr(args, "prefix", None) is not None:
+        job.prefix = _check_prefix(args.prefix)
+    if getattr(args, "block_size", None) is not None:
+        job.block_size = _check_block_size(args.block_size)
+    if getattr(args, "resume", False):
+        job.resume = True
     if getattr(args, "tau", None) is not None:
         job.tau = args.tau
     if getattr(args, "chunk_size", None) is not None:
@@ -1434,6 +1717,16 @@ def _print_models(stream) -> None:
     print(f"\nnames are case-insensitive; aliases: {aliases}", file=stream)
 
 
+def _logger(quiet: bool) -> Callable[[str], None]:
+    """One line per message on stderr; with --quiet only warnings."""
+
+    def log(text: str) -> None:
+        if not quiet or text.startswith("warning:"):
+            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+    return log
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qgeo`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1453,26 +1746,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             job = Job()
         job = _apply_flags(job, args)
-        result = run_job(job)
+        if job.resume and job.out_dir is None:
+            raise UsageError("--resume needs an output directory (--out DIR or [output] dir)")
         quiet = getattr(args, "quiet", False)
-        if not quiet:
-            _print_report(result, sys.stdout)
-        if job.out_dir is not None:
-            paths = _write_outputs(result)
-            print(("" if quiet else "\n") + "wrote " + "  ".join(map(str, paths)), file=sys.stdout)
+        from ._resume import terminate_as_interrupt
+
+        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: finished blocks are kept
+            result = run_job(job, log=_logger(quiet))
+            if not quiet:
+                _print_report(result, sys.stdout)
+            if job.out_dir is not None:
+                paths = _write_outputs(result)
+                print(
+                    ("" if quiet else "\n") + "wrote " + "  ".join(map(str, paths)), file=sys.stdout
+                )
+                if result.store is not None:
+                    result.store.finish()  # the blocks are in the final files now
         return 0
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"{PROG}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except BrokenPipeError:  # `qgeo | head`: the reader left; stop quietly like other CLI tools
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
             pass
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(stop, "exit_code", 130)
     except Exception as err:  # one line unless debugging
         if os.environ.get("QGEO_DEBUG", "0") not in ("", "0"):
             raise

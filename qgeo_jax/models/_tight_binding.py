@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Complex, Float, Int
 
 from ._base import AbstractModel, as_param
+from .._validate import check_real_finite
 
 _CONVENTIONS = ("positions", "cell")
 
@@ -63,7 +64,8 @@ class TightBinding(AbstractModel):
         dim = lat.shape[0]
         pos = np.asarray(positions, dtype=np.float64).reshape(-1, dim)
         n = pos.shape[0]
-        ons = np.asarray(onsite, dtype=np.float64).reshape(-1)
+        # Real and finite (clear error instead of numpy's TypeError for complex input).
+        ons = check_real_finite("TightBinding", onsite, "onsite energies").reshape(-1)
         if ons.shape != (n,):
             raise ValueError(f"TightBinding: onsite has {ons.size} entries for {n} orbitals.")
         if convention not in _CONVENTIONS:
