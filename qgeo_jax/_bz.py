@@ -230,7 +230,7 @@ def default_devices():
     """The devices a reduction is spread over by default: every device of the default backend.
 
     On a CPU, JAX shows one device unless ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-    is set before JAX is imported (the ``qgeo`` command does this for you); on a multi-GPU node all
+    is set before JAX is imported; on a multi-GPU node all
     GPUs are used; under ``jax.distributed.initialize()`` the devices of every process are used.
     """
     return tuple(jax.devices())

@@ -118,6 +118,11 @@ class TightBinding(AbstractModel):
         return self.lattice_vectors.shape[0]
 
     @property
+    def norb(self) -> int:
+        # From a shape, not by tracing H (the base-class route costs ~ms per access).
+        return self.onsite.shape[0]
+
+    @property
     def lattice(self) -> Float[Array, "dim dim"]:
         return self.lattice_vectors
 
