@@ -18,6 +18,13 @@ import sys
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# --host-devices N must act before JAX is imported: it splits the CPU into N XLA devices, and the
+# k reduction is then dealt out over them (qgeo_jax._bz.integrate).
+for _i, _a in enumerate(sys.argv):
+    if _a == "--host-devices" and _i + 1 < len(sys.argv):
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={int(sys.argv[_i + 1])}"
+        )
 
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
@@ -82,6 +89,7 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the records to this JSON file")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--chunk", type=int, default=256)
+    p.add_argument("--host-devices", type=int, default=1, help="split the CPU into N XLA devices (set before JAX loads)")
     args = p.parse_args(argv)
     mus = jnp.linspace(-1.0, 1.0, 101)
     n2 = 64 if args.quick else 256
@@ -91,6 +99,7 @@ def main(argv=None):
         ("random-TB-32", random_tight_binding(32, dim=2, seed=2), (n2 // 8, n2 // 8)),
     ]
     records = [run_case(name, m, shape, mus, args.chunk, args.repeat) for name, m, shape in cases]
+    print(f"devices: {jax.devices()}")
     meta = {"jax": jax.__version__, "python": platform.python_version(), "devices": str(jax.devices()),
             "cpu_count": os.cpu_count()}
     if args.json:

@@ -30,7 +30,7 @@ class AbstractMesh(eqx.Module):
     """A quadrature rule for ∫ d^dk/(2π)^d, generated chunk by chunk.
 
     Every mesh has a static ``devices`` field: the devices its reduction is spread over
-    (``None``: all devices of the default backend, see :func:`default_devices`). Change it with
+    (``None``: :func:`default_devices` — all GPUs, or one CPU device). Change it with
     :func:`with_devices`.
     """
 
@@ -227,13 +227,19 @@ def continuum_mesh(model: AbstractModel, *, k_max: float | None = None, n=(200, 
 
 # --- reduction -------------------------------------------------------------------------------------
 def default_devices():
-    """The devices a reduction is spread over by default: every device of the default backend.
+    """The devices a reduction is spread over by default.
 
-    On a CPU, JAX shows one device unless ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-    is set before JAX is imported; on a multi-GPU node all
-    GPUs are used; under ``jax.distributed.initialize()`` the devices of every process are used.
+    On GPUs/TPUs: every device of the default backend (all GPUs of a node; under
+    ``jax.distributed.initialize()`` the devices of every process). On the CPU: one device. XLA
+    can split a CPU into N devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), but
+    with jax 0.10.2 two such devices running batched LAPACK eigh for N ≥ 8 orbitals deadlocked
+    here (2-band models, whose 2×2 eigh is closed-form, ran 2.06× faster on 2 cores). Opt in
+    per mesh with :func:`with_devices` where you have checked that it runs.
     """
-    return tuple(jax.devices())
+    devices = tuple(jax.devices())
+    if devices[0].platform == "cpu":
+        return devices[:1]
+    return devices
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):
