@@ -416,7 +416,7 @@ def test_readme_opens_with_the_two_commands_ci_runs():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "not slow" in pyproject["tool"]["pytest"]["ini_options"]["addopts"]
     assert pyproject["project"]["scripts"]["qgeo"] == "qgeo_jax.cli:main"
-    assert "<!-- validation -->" in readme and "<!-- performance -->" in readme
+    assert "\n## Validation\n" in readme and "\n## Performance\n" in readme
     assert "python3 -m pytest -q -m slow" in readme
 
 
