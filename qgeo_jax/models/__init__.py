@@ -4,6 +4,7 @@ from ._base import AbstractModel as AbstractModel
 from ._base import PAULI as PAULI
 from ._continuum import MassiveDirac as MassiveDirac
 from ._continuum import Rashba as Rashba
+from ._dirac_pair import TiltedDiracPair as TiltedDiracPair
 from ._function import FunctionModel as FunctionModel
 from ._function import from_function as from_function
 from ._lattice import Haldane as Haldane
