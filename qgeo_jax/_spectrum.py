@@ -9,6 +9,7 @@ from jaxtyping import Array, Complex, Float
 
 from ._config import require_x64
 from ._linalg import eigh
+from ._precision import working_dtypes
 from .models._base import AbstractModel
 
 DEFAULT_DEGEN_TOL = 1e-8
@@ -37,7 +38,10 @@ def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"], *, p
 
     ∂H has shape (3, n, n), zero-padded beyond ``model.dim`` (``pad=False``: (dim, n, n)).
     """
-    k = jnp.asarray(k, dtype=jnp.float64)
+    # Precision follows the model's parameters / the mesh points (float64 unless cast to float32
+    # with qgeo_jax._precision.cast_precision); H is cast too, so any model runs in that precision.
+    real, cplx = working_dtypes(model, k)
+    k = jnp.asarray(k, dtype=real)
     if k.shape != (model.dim,):
         raise ValueError(
             f"{type(model).__name__} is a {model.dim}D model but k has shape {k.shape}; "
@@ -46,6 +50,7 @@ def hamiltonian_and_gradient(model: AbstractModel, k: Float[Array, " dim"], *, p
     basis = jnp.eye(model.dim, dtype=k.dtype)
     push = lambda dk: jax.jvp(model.hamiltonian, (k,), (dk,))
     h, dh = jax.vmap(push, out_axes=(None, 0))(basis)
+    h, dh = h.astype(cplx), dh.astype(cplx)
     if pad and model.dim < 3:
         dh = jnp.concatenate([dh, jnp.zeros((3 - model.dim,) + h.shape, dh.dtype)], axis=0)
     return h, dh

@@ -43,6 +43,13 @@ def as_param(x, dtype=None) -> Array:
     return x
 
 
+def complex_dtype(*params):
+    """complex64 if every parameter is 32-bit (a model cast with ``cast_precision(m, "float32")``),
+    else complex128: the dtype a model's H(k) is built in."""
+    low = all(jnp.asarray(p).dtype in (jnp.float32, jnp.complex64) for p in params)
+    return jnp.complex64 if low else jnp.complex128
+
+
 class AbstractModel(eqx.Module):
     """Base class of every Bloch Hamiltonian.
 

@@ -52,7 +52,9 @@ class FunctionModel(AbstractModel):
     def hamiltonian(self, k):
         fn = self.fn if self.fn_tree is None else self.fn_tree
         h = fn(k) if self.params is None else fn(k, self.params)
-        return jnp.asarray(h, dtype=jnp.complex128)
+        h = jnp.asarray(h)
+        # complex128, or complex64 when h is already 32-bit (a float32 model or k).
+        return h.astype(jnp.complex64 if h.dtype in (jnp.float32, jnp.complex64) else jnp.complex128)
 
 
 def _n_positional(fn: Callable) -> int:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
-from ._base import PAULI, SIGMA0, AbstractModel, as_param
+from ._base import PAULI, SIGMA0, AbstractModel, as_param, complex_dtype
 
 _SQ3 = float(np.sqrt(3.0))
 # Honeycomb with nearest-neighbour distance 1: a1 = (√3, 0), a2 = (√3/2, 3/2); A at 0, B at δ1.
@@ -57,7 +57,8 @@ class Haldane(AbstractModel):
         kb = _HONEY_NNN @ k
         haa = self.delta + 2 * self.t2 * jnp.sum(jnp.cos(kb + self.phi))
         hbb = -self.delta + 2 * self.t2 * jnp.sum(jnp.cos(kb - self.phi))
-        return jnp.array([[haa, hab], [jnp.conj(hab), hbb]], dtype=jnp.complex128)
+        cplx = complex_dtype(self.t1, self.t2, self.phi, self.delta)
+        return jnp.array([[haa, hab], [jnp.conj(hab), hbb]], dtype=cplx)
 
 
 class QiWuZhang(AbstractModel):
@@ -86,7 +87,8 @@ class QiWuZhang(AbstractModel):
 
     def hamiltonian(self, k: Float[Array, "2"]) -> Complex[Array, "2 2"]:
         s, c = jnp.sin(k), jnp.cos(k)
-        return self.t * (s[0] * PAULI[0] + s[1] * PAULI[1]) + (self.u + self.t * (c[0] + c[1])) * PAULI[2]
+        pauli = jnp.asarray(PAULI, dtype=complex_dtype(self.u, self.t))
+        return self.t * (s[0] * pauli[0] + s[1] * pauli[1]) + (self.u + self.t * (c[0] + c[1])) * pauli[2]
 
 
 class RashbaLattice(AbstractModel):
@@ -120,12 +122,14 @@ class RashbaLattice(AbstractModel):
         return jnp.eye(2)
 
     def spin_operators(self) -> Complex[Array, "3 2 2"]:
-        return jnp.asarray(PAULI / 2)
+        return jnp.asarray(PAULI / 2, dtype=complex_dtype(self.t, self.alpha, self.exchange, self.onsite))
 
     def hamiltonian(self, k: Float[Array, "2"]) -> Complex[Array, "2 2"]:
         s, c = jnp.sin(k), jnp.cos(k)
+        cplx = complex_dtype(self.t, self.alpha, self.exchange, self.onsite)
+        pauli, sigma0 = jnp.asarray(PAULI, dtype=cplx), jnp.asarray(SIGMA0, dtype=cplx)
         return (
-            (self.onsite - 2 * self.t * (c[0] + c[1])) * SIGMA0
-            + self.alpha * (s[0] * PAULI[1] - s[1] * PAULI[0])
-            + jnp.einsum("a,aij->ij", self.exchange, PAULI)
+            (self.onsite - 2 * self.t * (c[0] + c[1])) * sigma0
+            + self.alpha * (s[0] * pauli[1] - s[1] * pauli[0])
+            + jnp.einsum("a,aij->ij", self.exchange, pauli)
         )

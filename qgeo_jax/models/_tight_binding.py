@@ -139,5 +139,7 @@ class TightBinding(AbstractModel):
             tau = self.reduced_positions
             shift = shift + tau[self.hop_j] - tau[self.hop_i]
         phase = jnp.exp(1j * ((shift @ self.lattice_vectors) @ k))
-        h = jnp.zeros((n, n), dtype=jnp.complex128).at[self.hop_i, self.hop_j].add(self.hopping * phase)
-        return h + jnp.conj(h.T) + jnp.diag(self.onsite.astype(jnp.complex128))
+        # complex64 for a float32 model (qgeo_jax._precision.cast_precision), complex128 otherwise.
+        cplx = jnp.result_type(self.hopping.dtype, self.onsite.dtype, jnp.complex64)
+        h = jnp.zeros((n, n), dtype=cplx).at[self.hop_i, self.hop_j].add((self.hopping * phase).astype(cplx))
+        return h + jnp.conj(h.T) + jnp.diag(self.onsite.astype(cplx))
