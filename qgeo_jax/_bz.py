@@ -85,7 +85,7 @@ class MonkhorstPackMesh(AbstractMesh):
     def points_and_weights(self, index):
         frac = self.fractional(index)
         w = jnp.where(index < self.size, 1.0 / (self.size * self.cell_volume), 0.0)
-        return frac @ self.reciprocal, w
+        return frac.astype(self.reciprocal.dtype) @ self.reciprocal, w  # float32 mesh: float32 points
 
 
 class PolarMesh(AbstractMesh):
@@ -116,7 +116,7 @@ class PolarMesh(AbstractMesh):
         ir, it = safe // self.n_angle, safe % self.n_angle
         r = self.nodes[ir]
         theta = 2 * jnp.pi * (it + 0.5) / self.n_angle
-        k = self.center + r[:, None] * jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
+        k = self.center + r[:, None] * jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1).astype(r.dtype)
         w = r * self.node_weights[ir] * (2 * jnp.pi / self.n_angle) / (2 * jnp.pi) ** 2
         return k, jnp.where(index < self.size, w, 0.0)
 
@@ -230,15 +230,22 @@ def default_devices():
     """The devices a reduction is spread over by default.
 
     On GPUs/TPUs: every device of the default backend (all GPUs of a node; under
-    ``jax.distributed.initialize()`` the devices of every process). On the CPU: one device. XLA
-    can split a CPU into N devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), but
-    with jax 0.10.2 two such devices running batched LAPACK eigh for N ≥ 8 orbitals deadlocked
-    here (2-band models, whose 2×2 eigh is closed-form, ran 2.06× faster on 2 cores). Opt in
-    per mesh with :func:`with_devices` where you have checked that it runs.
+    ``jax.distributed.initialize()`` the devices of every process). On the CPU: one device per
+    process — so several processes joined by ``jax.distributed`` (:mod:`qgeo_jax.parallel`)
+    share the reduction, each on its own CPU device. XLA can also split one process's CPU into N
+    devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), but with jax 0.10.2 two
+    such devices running batched LAPACK eigh deadlocked here (N = 16 orbitals, chunk 256: hung
+    with zero CPU time after a few calls, with or without async dispatch; 2-band models, whose
+    2×2 eigh is closed-form, ran 2.06× faster on 2 cores). Opt in per mesh with
+    :func:`with_devices` where you have checked that it runs.
     """
     devices = tuple(jax.devices())
     if devices[0].platform == "cpu":
-        return devices[:1]
+        # The first CPU device of each process, in process order.
+        first = {}
+        for d in devices:
+            first.setdefault(d.process_index, d)
+        return tuple(first[p] for p in sorted(first))
     return devices
 
 
@@ -259,8 +266,10 @@ def integrate(fn, mesh: AbstractMesh, *, chunk_size: int = DEFAULT_CHUNK, device
     gradients store one chunk's residuals at a time (memory independent of the mesh size).
 
     With several devices (``devices``, else ``mesh.devices``, else :func:`default_devices`), the
-    chunks are dealt out to the devices with ``shard_map``; each device reduces its own chunks and
-    the per-device partial sums are added at the end (no collective inside the loop). Results agree with one device to
+    mesh is cut into one contiguous run of chunks per device (the chunk shrinks so that the runs
+    are equally long) and dealt out with ``shard_map``; each device reduces its own run and the
+    per-device partial sums are added at the end (no collective inside the loop; across
+    processes under ``jax.distributed`` one all-reduce). Results agree with one device to
     round-off (the summation order differs).
     """
     if chunk_size < 1:
@@ -272,17 +281,24 @@ def integrate(fn, mesh: AbstractMesh, *, chunk_size: int = DEFAULT_CHUNK, device
         devices = mesh.devices if mesh.devices is not None else default_devices()
     devices = tuple(devices)
 
-    def weighted(c):
-        k, w = mesh.chunk(c, chunk_size)
-        vals = jax.vmap(fn)(k.reshape(chunk_size, kdim))
-        return jax.tree_util.tree_map(lambda v: jnp.tensordot(w.astype(v.dtype), v, axes=(0, 0)), vals)
+    def make_weighted(size):
+        def weighted(c):
+            k, w = mesh.chunk(c, size)
+            vals = jax.vmap(fn)(k.reshape(size, kdim))
+            return jax.tree_util.tree_map(lambda v: jnp.tensordot(w.astype(v.dtype), v, axes=(0, 0)), vals)
 
-    weighted = jax.checkpoint(weighted)
-    if len(devices) > 1 and n_chunks > 1:
+        return jax.checkpoint(weighted)
+
+    if len(devices) > 1 and mesh.size >= len(devices):
         from jax.sharding import Mesh, PartitionSpec
 
         n_dev = len(devices)
-        per_device = -(-n_chunks // n_dev)  # chunks past the end have zero weight
+        per_device = -(-n_chunks // n_dev)
+        # Even out the devices' work: padded points cost as much as real ones, so use the smallest
+        # chunk that still gives per_device chunks each (padding < n_dev·per_device points overall,
+        # instead of up to one whole chunk per device). Same chunk count, same compile.
+        local_chunk = -(-mesh.size // (n_dev * per_device))
+        weighted = make_weighted(local_chunk)
 
         def local(chunk_ids):
             parts = jax.lax.map(weighted, chunk_ids[0])
@@ -293,6 +309,7 @@ def integrate(fn, mesh: AbstractMesh, *, chunk_size: int = DEFAULT_CHUNK, device
         partial = spread(jnp.arange(n_dev * per_device).reshape(n_dev, per_device))
         return jax.tree_util.tree_map(lambda p: jnp.sum(p, axis=0), partial)
 
+    weighted = make_weighted(chunk_size)
     init = jax.eval_shape(weighted, jnp.asarray(0))
     init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), init)
 

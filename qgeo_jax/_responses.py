@@ -22,8 +22,8 @@ from ._spectrum import DEFAULT_DEGEN_TOL, eigen_velocity
 from ._validate import check_mesh, check_model, check_mu_temperature
 from .models._base import AbstractModel
 
-_CYC_I = jnp.array([1, 2, 0])
-_CYC_J = jnp.array([2, 0, 1])
+_CYC_I = np.array([1, 2, 0])  # numpy: importing must not start JAX (jax.distributed)
+_CYC_J = np.array([2, 0, 1])
 
 
 def curl_products(va, vb):

@@ -2,6 +2,9 @@
 
 JAX fixes its device count at import, so the 2-device run happens in a subprocess with
 ``--xla_force_host_platform_device_count=2`` (two CPU "devices" that share this machine's cores).
+The models are 2-band (closed-form 2×2 eigensystem): two host devices running LAPACK eigh for
+N ≥ 8 orbitals can deadlock with jax 0.10.2, which is why the CPU default is one device per process
+and several cores are used through processes (tests/test_parallel.py).
 """
 
 import json
@@ -39,8 +42,12 @@ SCRIPT = textwrap.dedent(
 
 
 def test_one_and_two_devices_agree():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    flags = "--xla_force_host_platform_device_count=2"
+    env = dict(os.environ, XLA_FLAGS=flags, OPENBLAS_NUM_THREADS="1")
+    # Hard deadline: a hung reduction (see qgeo_jax._bz.default_devices) must fail, not block CI.
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=90
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
     res = json.loads(line[len("RESULT"):])
