@@ -5,7 +5,16 @@ Chern phase (C = −1) on a 60 × 60 Monkhorst–Pack mesh, seven chemical poten
 gap, T = 0.005. It prints the model, both Chern-number routes (Kubo and Fukui–Hatsugai plaquettes),
 the orbital magnetization M^O (seed eq. 5) and the anomalous Hall conductivity for each μ, a Středa
 check dM^O/dμ = C e/h in the gap, and compile/steady-state timings. ``qgeo run config.toml`` does
-the same for any built-in model, mesh, μ list and set of quantities and writes ``.npz`` + ``.json``.
+the same for any built-in model, mesh, μ list and set of quantities and writes ``.npz`` + ``.json``
+and PNG plots (every μ-dependent quantity against μ; the bands along the high-symmetry path coloured
+by Berry curvature), drawn with matplotlib's Agg backend (no display; ``--no-plots`` or
+``[output] plots = false`` to skip; without matplotlib one warning line and the data only).
+
+``precision = "float32"`` runs H(k), eigh and the geometry in single precision through
+:func:`qgeo_jax._precision.cast_precision` (the k-sum stays float64); ``device = "cpu" | "gpu" |
+"auto"`` picks the JAX backend. Both are recorded in the provenance, with the list of written files.
+A progress bar (quantity, steps done/total, elapsed, ETA) goes to stderr when it is a terminal
+(``--progress`` forces it, ``--quiet`` suppresses it); redirected logs never get it unless forced.
 
 The pieces are tables a later issue extends without touching the rest:
 
@@ -34,11 +43,13 @@ import dataclasses
 import datetime
 import difflib
 import inspect
+import io
 import json
 import os
 import platform
 import re
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -179,11 +190,13 @@ def build_model(name: str, params: dict[str, Any]):
 _SCHEMA: dict[str, Any] = {
     "description": None,
     "quantities": None,
+    "precision": None,
+    "device": None,
     "temperature": None,
     "mu": None,
     "model": "model parameters",
     "mesh": {"shape": None, "shift": None, "k_max": None, "kind": None},
-    "output": {"dir": None, "prefix": None},
+    "output": {"dir": None, "prefix": None, "plots": None},
     "units": {"energy": None, "length": None},
     "options": {
         "chunk_size": None,
@@ -200,6 +213,13 @@ DEFAULT_QUANTITIES = ("chern", "orbital_magnetization", "ahc")
 DEFAULT_MU = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
 DEFAULT_TEMPERATURE = 0.005
 DEFAULT_BLOCK_SIZE = 16  # chemical potentials per block (one progress line and one file each)
+PRECISIONS = ("float64", "float32")
+DEVICES = ("auto", "cpu", "gpu")
+FLOAT32_WARNING = (
+    "float32: H(k), its eigensystem and the geometry are computed in single precision "
+    "(μ-weights and the k-sum stay float64); expect relative errors ~1e-5-1e-4 on gapped "
+    "models and more near band degeneracies; the Chern quantization check is less strict"
+)
 
 
 @dataclasses.dataclass
@@ -226,6 +246,10 @@ class Job:
     timing_repeats: int = 3
     block_size: int = DEFAULT_BLOCK_SIZE
     resume: bool = False
+    plots: bool = True  # PNG figures next to the .npz/.json (needs matplotlib)
+    precision: str = "float64"  # "float32": single-precision per-k linear algebra
+    device: str = "auto"  # "cpu", "gpu" or "auto" (JAX's default backend)
+    progress: str = "auto"  # "auto": a bar on stderr only if it is a terminal; "on"; "off"
     description: str = ""
     source: str = "built-in default job"
     config: dict[str, Any] | None = None  # the raw config, kept for provenance
@@ -366,6 +390,14 @@ def job_from_config(config: dict[str, Any], source: str = "config") -> Job:
     output = config.get("output", {})
     job.out_dir = str(output.get("dir", "qgeo_out"))
     job.prefix = _check_prefix(output.get("prefix", job.prefix))
+    if "plots" in output:
+        if not isinstance(output["plots"], bool):
+            raise UsageError(f"output.plots must be true or false, got {output['plots']!r}")
+        job.plots = output["plots"]
+    if "precision" in config:
+        job.precision = _parse_choice(config["precision"], PRECISIONS, "precision")
+    if "device" in config:
+        job.device = _parse_choice(config["device"], DEVICES, "device")
     opts = config.get("options", {})
     try:
         job.chunk_size = int(opts.get("chunk_size", job.chunk_size))
@@ -380,6 +412,14 @@ def job_from_config(config: dict[str, Any], source: str = "config") -> Job:
         raise UsageError(f"bad value in [options]: {_first_line(err)}") from None
     job.description = str(config.get("description", ""))
     return job
+
+
+def _parse_choice(value, choices: Sequence[str], what: str) -> str:
+    """One of ``choices`` (case-insensitive), else a one-line error with a "did you mean"."""
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise UsageError(f"unknown {what} {value!r}{_did_you_mean(str(value), list(choices))}")
+    return text
 
 
 def _check_prefix(value) -> str:
@@ -413,6 +453,8 @@ EXAMPLE_CONFIG = """\
 # qgeo run config (TOML). Every key is optional (default model: Haldane); unknown keys are errors.
 description = "Haldane Chern insulator: orbital magnetization and Hall conductivity vs mu"
 quantities = ["chern", "orbital_magnetization", "ahc"]   # also: spin_magnetization
+precision = "float64"          # or "float32": single-precision linear algebra (faster, ~1e-5 rel.)
+device = "auto"                # "cpu", "gpu" (needs jax[cuda12]) or "auto" (JAX's default)
 temperature = 0.005            # energy units (k_B = 1), or a string such as "300 K"
 mu = {start = -1.0, stop = 1.0, num = 9}   # or a list: mu = [-0.5, 0.0, 0.5]
 
@@ -434,6 +476,7 @@ length = "angstrom"            # angstrom, nm, bohr, m
 [output]
 dir = "qgeo_out"
 prefix = "haldane"             # writes qgeo_out/haldane.npz and qgeo_out/haldane.json
+plots = true                   # + PNGs: haldane_<quantity>.png vs mu, haldane_bands.png
 
 [options]
 chunk_size = 256               # k-points per vectorised chunk (memory bound)
@@ -457,6 +500,7 @@ class Output(NamedTuple):
     unit: str
     description: str
     columns: tuple[tuple[str, int], ...] = ()
+    quantity: str = ""  # the quantity (key of _QUANTITIES) it belongs to; set when assembled
 
 
 @dataclasses.dataclass
@@ -468,6 +512,7 @@ class Context:
     temperature: Any
     band_ranges: np.ndarray  # (n_bands, 2): min and max of each band over the mesh
     timings: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    progress: Any = None  # a _Progress (begin(label) / step_done()) or None
 
     @property
     def dim(self) -> int:
@@ -947,6 +992,7 @@ class Result:
     wall_s: float
     blocks: dict[str, Any] | None = None  # block bookkeeping (total, loaded, computed, directory)
     store: Any = None  # the _resume.BlockStore of a run with an output directory
+    devices: tuple = ()  # the jax.Device objects the run used
 
 
 class Interrupted(Exception):
@@ -983,8 +1029,11 @@ def _compute_block(ctx: Context, names: list[str], sl: tuple[int, int] | None):
     """Arrays and JSON metadata (units, descriptions, table columns, timings) of one block."""
     mu = ctx.mu if sl is None else ctx.mu[sl[0] : sl[1]]
     sub = dataclasses.replace(ctx, mu=mu, timings={})
+    where = "" if sl is None else f", μ {sl[0] + 1}-{sl[1]} of {len(ctx.mu)}"
     arrays, entries = {}, []
     for name in names:
+        if ctx.progress is not None:
+            ctx.progress.begin(name + where)
         for o in _QUANTITIES[name].compute(sub):
             arrays[o.key] = np.asarray(o.value)
             columns = [[h, list(c) if isinstance(c, tuple) else c] for h, c in o.columns]
@@ -997,6 +1046,8 @@ def _compute_block(ctx: Context, names: list[str], sl: tuple[int, int] | None):
                     columns=columns,
                 )
             )
+        if ctx.progress is not None:
+            ctx.progress.step_done()
     return arrays, {"outputs": entries, "timings": sub.timings, "mu_slice": sl}
 
 
@@ -1022,7 +1073,7 @@ def _assemble(job: Job, done: dict, keys: list[str], computed: list[str]):
                 continue
             value = parts[okey][0] if name == "chern" else np.concatenate(parts[okey], axis=0)
             columns = tuple((h, tuple(c) if isinstance(c, list) else c) for h, c in e["columns"])
-            outputs.append(Output(okey, value, e["unit"], e["description"], columns))
+            outputs.append(Output(okey, value, e["unit"], e["description"], columns, name))
     return outputs, timings
 
 
@@ -1060,21 +1111,78 @@ def _run_identity(job: Job, model, mesh_info: dict, ctx: Context) -> dict[str, A
         "backend": jax.default_backend(),
         "devices": len(jax.devices()),
         "x64": bool(jax.config.jax_enable_x64),
+        "precision": job.precision,
+        "device": job.device,
     }
 
 
-def run_job(job: Job, *, log: Callable[[str], None] | None = None) -> Result:
+def _select_devices(kind: str) -> tuple:
+    """The devices a run uses: ``"auto"`` the package default (:func:`qgeo_jax._bz.default_devices`:
+    every GPU, or one CPU device), ``"gpu"`` every GPU JAX sees, ``"cpu"`` one CPU device (two
+    host devices deadlocked batched LAPACK eigh in jax 0.10.2; see ``default_devices``)."""
+    import jax
+
+    from ._bz import default_devices
+
+    if kind == "auto":
+        return tuple(default_devices())
+    try:
+        devices = tuple(jax.devices(kind))
+    except RuntimeError:  # "Unknown backend: 'gpu' requested, but no platforms ..."
+        devices = ()
+    if not devices:
+        if kind == "gpu":
+            raise UsageError(
+                'no GPU visible to JAX; install jax[cuda12] (pip install -U "jax[cuda12]") '
+                'or use device = "cpu" / --device cpu'
+            )
+        raise UsageError(f"no {kind} device visible to JAX")
+    return devices[:1] if kind == "cpu" else devices
+
+
+def _apply_precision(job: Job, model, mesh):
+    """float32: cast the model's and the mesh's floating leaves (``_precision.cast_precision``), so
+    H(k), eigh and the geometry run in single precision while the k-sum stays float64."""
+    if job.precision == "float64":
+        return model, mesh
+    try:
+        from ._precision import cast_precision
+    except ImportError:
+        raise UsageError(
+            f"precision = {job.precision!r} is not available in this installation of qgeo_jax"
+        ) from None
+    return cast_precision(model, job.precision), cast_precision(mesh, job.precision)
+
+
+def run_job(
+    job: Job, *, log: Callable[[str], None] | None = None, progress: _Progress | None = None
+) -> Result:
     """Build the model and mesh of ``job`` and compute every requested quantity, block by block.
 
     With ``job.out_dir`` every finished block is saved in ``OUT/PREFIX.partial`` (and loaded from
-    there with ``job.resume``); ``log`` receives warnings and one progress line per block.
+    there with ``job.resume``); ``log`` receives warnings and one line per block; ``progress``
+    (a :class:`_Progress`) is told the planned steps (quantity × block) and each one's start and
+    end. Everything runs on the devices of ``job.device`` in ``job.precision``.
     """
+    import jax
+
     t_start = time.perf_counter()
     from . import _config  # noqa: F401  (x64 policy before any array is made)
+
+    devices = _select_devices(job.device)
+    with jax.default_device(devices[0]):
+        return _run_job(job, log, progress, devices, t_start)
+
+
+def _run_job(job, log, progress, devices, t_start) -> Result:
+    from ._bz import with_devices
 
     _, model = build_model(job.model_name, job.model_params)
     mesh_info, mesh = _build_mesh(job, model)
     mesh_info["points"] = int(mesh.size)
+    if job.device != "auto":
+        mesh = with_devices(mesh, devices)
+    model, mesh = _apply_precision(job, model, mesh)
     if job.chunk_size < 1:
         raise UsageError(f"options.chunk_size must be >= 1, got {job.chunk_size}")
     ctx = Context(
@@ -1084,6 +1192,7 @@ def run_job(job: Job, *, log: Callable[[str], None] | None = None) -> Result:
         mu=np.asarray(job.mu, dtype=np.float64),
         temperature=float(job.temperature),
         band_ranges=_band_ranges(model, mesh, job.chunk_size),
+        progress=progress,
     )
     # Check every quantity's preconditions before spending time on any of them. Default
     # quantities the model cannot do (the Chern number of a continuum model) are dropped instead.
@@ -1105,20 +1214,33 @@ def run_job(job: Job, *, log: Callable[[str], None] | None = None) -> Result:
         (log or (lambda _t: None))("warning: " + text)
     blocks, labels = _plan_blocks(ctx)
     keys = [key for key, _ in blocks]
+    n_names = len([n for n in job.quantities if n != "chern"])
+    steps = [1 if key == "chern" else n_names for key in keys]
+    if progress is not None:
+        progress.plan(steps)
     store, state = None, {}
     if job.out_dir is not None:
         try:
             directory = safe_child(job.out_dir, f"{job.prefix}.partial")
             identity = _run_identity(job, model, mesh_info, ctx)
+            identity["devices"] = [d.platform for d in devices]
             store = BlockStore(directory, identity, keys, resume=job.resume, log=log)
         except ValueError as err:  # includes PartialResultsError: other config, corrupted
             raise UsageError(_first_line(err)) from None
         except OSError as err:
             raise UsageError(f"cannot write partial results to {job.out_dir!r}: {err}") from None
+
+    finished = [0]
+
+    def block_finished(text: str) -> None:
+        finished[0] += 1
+        if progress is not None:
+            progress.blocks_done(finished[0])
+        if store is not None and log is not None:  # one line per saved or loaded block
+            log(text)
+
     try:
-        done = run_blocks(
-            blocks, store, progress=log if store is not None else None, labels=labels, state=state
-        )
+        done = run_blocks(blocks, store, progress=block_finished, labels=labels, state=state)
     except PartialResultsError as err:  # a finished block that fails its checks on loading
         raise UsageError(_first_line(err)) from None
     except KeyboardInterrupt as stop:
@@ -1145,7 +1267,301 @@ def run_job(job: Job, *, log: Callable[[str], None] | None = None) -> Result:
         time.perf_counter() - t_start,
         blocks=info,
         store=store,
+        devices=tuple(devices),
     )
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress display on stderr over the steps a run plans (one step = one quantity of one
+    block), with the running step, steps done/total, elapsed time and ETA.
+
+    ``live`` (stderr is a terminal): one line redrawn in place (``\\r``), refreshed by a daemon
+    thread every ``tick`` seconds so the elapsed time moves during a long step; log lines are
+    printed above it (:meth:`write`). Forced onto a file or pipe (``--progress``): one plain line
+    per step, nothing redrawn. The cost is a few string formats per step: the run is not slowed.
+    """
+
+    def __init__(self, stream, *, live: bool, tick: float = 0.5, width: int = 24):
+        self.stream, self.live, self.tick, self.width = stream, live, tick, width
+        self.cum = [0]
+        self.total = 0
+        self.done = 0
+        self.label = "starting"
+        self.t0 = time.perf_counter()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._drawn = False
+        self._closed = False
+
+    def plan(self, steps_per_block: Sequence[int], extra: int = 0) -> None:
+        with self._lock:
+            self.cum = list(np.cumsum([0, *steps_per_block]).astype(int))
+            self.total = int(self.cum[-1]) + extra
+        if self.live and self._thread is None:
+            self._thread = threading.Thread(target=self._ticker, daemon=True)
+            self._thread.start()
+
+    def add_steps(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+
+    def begin(self, label: str) -> None:
+        with self._lock:
+            self.label = label
+            self._draw()
+
+    def step_done(self) -> None:
+        with self._lock:
+            self.done = min(self.done + 1, self.total)
+            if self.live:
+                self._draw()
+
+    def blocks_done(self, n: int) -> None:
+        """``n`` blocks finished (computed or loaded from a partial directory)."""
+        with self._lock:
+            if n < len(self.cum):
+                self.done = max(self.done, int(self.cum[n]))
+            if self.live:
+                self._draw()
+
+    def write(self, text: str) -> None:
+        """A log line, printed above the live bar."""
+        with self._lock:
+            if self.live and self._drawn:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(text + "\n")
+            if self.live and self._drawn:
+                self._draw()
+            self.stream.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self.total and (self._drawn or not self.live):
+                self.label = "done"
+                self._draw()
+                if self.live:
+                    self.stream.write("\n")
+                self.stream.flush()
+            self._drawn = False
+            self.live = False
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        total = max(self.total, 1)
+        eta = "?" if not self.done else f"{elapsed / self.done * (total - self.done):.1f} s"
+        if self.done >= self.total:
+            eta = "0 s"
+        fill = int(round(self.width * self.done / total))
+        bar = "#" * fill + "-" * (self.width - fill)
+        return (
+            f"{PROG}: [{bar}] {self.done}/{self.total} steps  {self.label}  "
+            f"elapsed {elapsed:.1f} s  ETA {eta}"
+        )
+
+    def _draw(self) -> None:
+        if self.live:
+            self.stream.write("\r" + self.line() + "\x1b[K")
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+        self._drawn = True
+
+    def _ticker(self) -> None:
+        while not self._stop.wait(self.tick):
+            with self._lock:
+                if self.live and self._drawn:
+                    self._draw()
+
+
+def _make_progress(job: Job, quiet: bool, stream=None) -> _Progress | None:
+    """The bar: on when forced (``--progress``), else only if ``stream`` (stderr) is a terminal
+    and the run is not ``--quiet`` (so redirected logs never get it)."""
+    stream = sys.stderr if stream is None else stream
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    if job.progress == "on":
+        return _Progress(stream, live=tty)
+    if job.progress == "off" or quiet or not tty:
+        return None
+    return _Progress(stream, live=True)
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+_PLOT_SYMBOLS = {
+    "orbital_magnetization": "$M^O$",
+    "spin_magnetization": "$M^S$",
+    "ahc": "$\\sigma$",
+}
+
+
+def _gaps(ranges: np.ndarray) -> list[tuple[float, float]]:
+    """Energy intervals between the bands (over the mesh) that no band enters."""
+    lo, hi = ranges[:, 0], ranges[:, 1]
+    out = []
+    for i in range(1, len(ranges)):
+        top, bottom = float(np.max(hi[:i])), float(np.min(lo[i:]))
+        if bottom > top:
+            out.append((top, bottom))
+    return out
+
+
+def _continuum_extent(model, k_max: float, mu: np.ndarray, temperature: float) -> float:
+    """|k| range of a continuum model's line cut: twice the largest |k| at which a band comes
+    within the μ window (widened by its span, 10 T and 2 % of the bands' range), at most k_max."""
+    import jax
+    import jax.numpy as jnp
+
+    ks = np.linspace(0.0, k_max, 401)
+    pts = np.zeros((ks.size, model.dim))
+    pts[:, 0] = ks
+    e = np.asarray(jax.vmap(lambda k: jnp.linalg.eigvalsh(model.hamiltonian(k)))(jnp.asarray(pts)))
+    span = float(mu.max() - mu.min())
+    pad = max(span, 10 * temperature, 0.02 * float(e.max() - e.min()))
+    inside = np.any((e > mu.min() - pad) & (e < mu.max() + pad), axis=1)
+    k_star = float(ks[inside].max()) if inside.any() else 0.0
+    return k_max if k_star == 0.0 else min(k_max, 2.0 * k_star)
+
+
+def _bands_figures(result: Result):
+    """[(name, Figure)]: bands along the default path coloured by Ω^z (and by ⟨S⟩ when a spin
+    quantity ran), with the μ range shaded."""
+    from . import plotting
+
+    job, model = result.job, result.model
+    extent = None
+    if not model.is_lattice:
+        extent = _continuum_extent(
+            model, float(result.mesh_info["k_max"]), np.asarray(job.mu), job.temperature
+        )
+    path = plotting.high_symmetry_path(model, n=240, extent=extent)
+    colourings = [("bands", "berry_curvature" if model.dim >= 2 else None, "z")]
+    if model.spin_operators() is not None and any("spin" in q for q in job.quantities):
+        means = [  # colour by the largest ⟨S⟩_i (same points as the figure: one compile)
+            np.mean(np.abs(plotting.band_quantity(model, path.points, "spin", component=c)[1]))
+            for c in "xyz"
+        ]
+        colourings.append(("bands_spin", "spin", "xyz"[int(np.argmax(means))]))
+    mu = np.asarray(job.mu)
+    figures = []
+    for name, color_by, comp in colourings:
+        fig = plotting.plot_bands(
+            model,
+            path,
+            color_by=color_by,
+            component=comp,
+            energy_unit=job.energy_unit,
+            clip_percentile=98,
+            figsize=(5.5, 4.2),
+        )
+        ax = fig.axes[0]
+        if mu.max() > mu.min():
+            ax.axhspan(mu.min(), mu.max(), color="tab:green", alpha=0.12, lw=0, label="μ range")
+        else:
+            ax.axhline(mu[0], color="tab:green", ls="--", lw=1, label="μ")
+        ax.legend(frameon=False, loc="upper right", fontsize=8)
+        if not model.is_lattice:
+            ax.set_xlabel(f"$k_x$ (1/{_lengths_of(job)}), line cut through Γ")
+        if color_by is not None:  # the colour bar with its unit
+            unit = f"{_lengths_of(job)}²" if color_by == "berry_curvature" else "ħ"
+            symbol = "Berry curvature Ω" if color_by == "berry_curvature" else "spin ⟨S⟩"
+            fig.axes[-1].set_ylabel(f"{symbol}^{comp} ({unit})")
+        what = {"berry_curvature": "coloured by Berry curvature Ω^z", "spin": "coloured by ⟨S⟩"}
+        ax.set_title(f"{job.model_name}: bands {what.get(color_by, '')}".strip(), fontsize=9)
+        figures.append((name, fig))
+    return figures
+
+
+def _lengths_of(job: Job) -> str:
+    return {"angstrom": "Å"}.get(job.length_unit, job.length_unit)
+
+
+def _mu_figures(result: Result):
+    """[(quantity, Figure)]: each μ-dependent quantity against μ, in the converted unit of the
+    printed table (the last output of the quantity that has table columns), band gaps shaded."""
+    from . import plotting
+
+    job = result.job
+    mu = np.asarray(job.mu)
+    gaps = _gaps(result.band_ranges)
+    figures = []
+    for name in job.quantities:
+        if name == "chern":
+            continue
+        outs = [o for o in result.outputs if o.quantity == name]
+        if not outs:
+            continue
+        with_cols = [o for o in outs if o.columns]
+        o = with_cols[-1] if with_cols else outs[0]
+        value = np.asarray(o.value)
+        comps = None
+        if o.columns:
+            comps = ["".join("xyz"[i] for i in np.atleast_1d(c)) for _, c in o.columns]
+        symbol = _PLOT_SYMBOLS.get(name, "$\\alpha$")
+        style = {"marker": "o", "ms": 3} if mu.size <= 25 else {}
+        fig = plotting.plot_vs_mu(
+            mu,
+            value,
+            symbol,
+            o.unit,
+            components=comps,
+            gaps=gaps,
+            mu_unit=job.energy_unit,
+            figsize=(5.5, 3.8),
+            **style,
+        )
+        fig.axes[0].set_title(
+            f"{job.model_name}, T = {job.temperature:g} {job.energy_unit}: {o.description}",
+            fontsize=8,
+        )
+        figures.append((name, fig))
+    return figures
+
+
+def _write_plots(result: Result, log: Callable[[str], None]) -> list[Path]:
+    """PNG files OUT/PREFIX_<quantity>.png and OUT/PREFIX_bands.png (Agg, no display). Without
+    matplotlib: one warning line and no plots; a figure that fails is skipped with a warning."""
+    job = result.job
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        log(
+            "warning: matplotlib is not installed, so no plots were written "
+            "(pip install matplotlib, or --no-plots to silence this); the data files are written"
+        )
+        return []
+    from ._resume import atomic_write
+    from ._validate import safe_child
+
+    out = Path(job.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    makers = [("μ plots", _mu_figures), ("band structure", _bands_figures)]
+    for what, make in makers:
+        try:
+            figures = make(result)
+        except (KeyboardInterrupt, UsageError):
+            raise
+        except Exception as err:  # a plot must never cost the data
+            log(f"warning: {what} plot skipped: {type(err).__name__}: {_first_line(err)}")
+            continue
+        for name, fig in figures:
+            FigureCanvasAgg(fig)  # Agg explicitly: never a display, whatever MPLBACKEND says
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110)
+            path = safe_child(out, f"{job.prefix}_{name}.png")
+            data = buf.getvalue()
+            atomic_write(path, lambda fh, data=data: fh.write(data))
+            paths.append(path)
+    return paths
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -1180,7 +1596,7 @@ def model_parameters(model) -> dict[str, Any]:
     return {f.name: _jsonable(getattr(model, f.name)) for f in dataclasses.fields(model)}
 
 
-def provenance(result: Result) -> dict[str, Any]:
+def provenance(result: Result, files: dict[str, Any] | None = None) -> dict[str, Any]:
     import equinox
     import jax
     import jaxlib
@@ -1230,10 +1646,19 @@ def provenance(result: Result) -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "x64": bool(jax.config.jax_enable_x64),
+        "precision": job.precision,
+        "device": {
+            "requested": job.device,
+            "platform": result.devices[0].platform if result.devices else jax.default_backend(),
+            "used": [str(d) for d in result.devices],
+        },
+        "files": files or {},
     }
 
 
-def _write_outputs(result: Result) -> tuple[Path, Path]:
+def _write_outputs(result: Result, plots: Sequence[Path] = ()) -> tuple[Path, Path]:
+    """OUT/PREFIX.npz and OUT/PREFIX.json (atomically); the JSON's provenance lists every file of
+    the run (``files``: npz, json and the ``plots`` already written, names relative to OUT)."""
     job = result.job
     out = Path(job.out_dir)
     try:
@@ -1272,7 +1697,14 @@ def _write_outputs(result: Result) -> tuple[Path, Path]:
         "vector_components": "x, y, z; 2D pseudovectors X^z = X^xy (X^k = ½ ε_ijk X^ij)",
         "timings_s": result.timings,
         "wall_s": result.wall_s,
-        "provenance": provenance(result),
+        "provenance": provenance(
+            result,
+            files={
+                "npz": f"{job.prefix}.npz",
+                "json": f"{job.prefix}.json",
+                "plots": [Path(p).name for p in plots],
+            },
+        ),
         "blocks": _jsonable(result.blocks),
     }
     from ._resume import atomic_savez, atomic_write_text
@@ -1316,11 +1748,14 @@ def _print_report(result: Result, stream) -> None:
     job, model = result.job, result.model
     p = lambda *a: print(*a, file=stream)
     E, L = job.energy_unit, {"angstrom": "Å"}.get(job.length_unit, job.length_unit)
+    devices = result.devices or tuple(jax.devices())
     p(
         f"qgeo {__version__} — quantum geometry of Bloch bands "
-        f"(jax {jax.__version__}, {jax.default_backend()}, {len(jax.devices())} device(s), "
-        f"{'float64' if jax.config.jax_enable_x64 else 'float32'})"
+        f"(jax {jax.__version__}, {devices[0].platform}, {len(devices)} device(s), "
+        f"{job.precision})"
     )
+    if job.precision == "float32":
+        p(f"precision   warning: {FLOAT32_WARNING}")
     p(f"run         {job.source}" + (f": {job.description}" if job.description else ""))
     params = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
     shown = "  ".join(f"{k}={_short(v)}" for k, v in params.items())
@@ -1492,17 +1927,34 @@ quantities (--quantities / quantities = [...]):
 {chr(10).join(f"  {k:<26} {q.help}" for k, q in _QUANTITIES.items())}
 
 config schema (TOML; unknown keys are an error with a "did you mean"):
-  description, quantities, temperature, mu (list or {{start, stop, num}})
+  description, quantities, temperature, mu (list or {{start, stop, num}}),
+  precision ("float64" | "float32"), device ("auto" | "cpu" | "gpu")
   [model]   name = any built-in model, then its parameters (see `qgeo models`)
   [mesh]    shape, shift (lattice) | shape = [n_radial, n_angle], k_max, kind (continuum)
   [units]   energy (eV, meV, J, Ry, Ha), length (angstrom, nm, bohr, m)
-  [output]  dir, prefix
+  [output]  dir, prefix, plots (true | false; default true)
   [options] chunk_size, g_factor, tau (ħ/energy), degen_tol, chern_bands, timing_repeats,
             block_size
 
 outputs: PREFIX.npz holds every array (key `units` = JSON of each array's unit);
 PREFIX.json holds the same values with units, descriptions, timings and provenance
-(model parameters, mesh, μ, T, config, qgeo_jax/jax/numpy versions, devices).
+(model parameters, mesh, μ, T, config, qgeo_jax/jax/numpy versions, precision, device,
+files). Plots (PNG, matplotlib's Agg backend, no display; skipped with one warning if
+matplotlib is missing): PREFIX_<quantity>.png for every μ-dependent quantity (the
+converted unit of the table, band gaps shaded) and PREFIX_bands.png, the bands along the
+high-symmetry path (continuum models: a line cut through Γ) coloured by Berry curvature
+(+ PREFIX_bands_spin.png coloured by <S> when a spin quantity ran). --no-plots or
+[output] plots = false writes none.
+
+progress: a bar on stderr (step = one quantity of one block: quantity, steps done/total,
+elapsed, ETA) when stderr is a terminal; --progress forces it (one plain line per step
+when stderr is a file or pipe), --quiet suppresses it.
+
+precision and device: precision = "float32" computes H(k), eigh and the geometry in
+single precision (μ-weights and the k-sum stay float64): faster, relative errors
+~1e-5-1e-4 on gapped models, more near degeneracies. device = "gpu" needs a CUDA build
+of JAX (pip install -U "jax[cuda12]"); "cpu" forces the CPU; "auto" uses JAX's default
+backend. Both are recorded in the provenance.
 
 conventions: ħ = e = k_B = 1; electron charge −e; vectors X^k = ½ ε_ijk X^ij
 (Ω^z = Ω^xy); σ_xy = −C e²/h and dM^O/dμ = C e/h in a gap; S = σ/2, M^S = −g μ_B <S>.
@@ -1510,8 +1962,8 @@ conventions: ħ = e = k_B = 1; electron charge −e; vectors X^k = ½ ε_ijk X^i
 long runs: the Chern number and each block of options.block_size μ values are saved
 in OUT/PREFIX.partial/ as soon as they finish (atomically). After Ctrl-C, SIGTERM or a
 crash, `qgeo run CONFIG --resume` loads them and computes only the rest; a partial
-directory of a different configuration is reported, never merged. One progress line
-per block goes to stderr.
+directory of a different configuration is reported, never merged. One log line per
+saved block goes to stderr.
 
 exit codes: 0 success, 2 bad command line or config (one line), 1 computation failed,
 130/143 interrupted by SIGINT/SIGTERM (rerun with --resume).
@@ -1566,7 +2018,7 @@ def _add_job_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
         "--out",
         metavar="DIR",
         default=d,
-        help="write PREFIX.npz and PREFIX.json to DIR (default job: nothing written)",
+        help="write PREFIX.npz, PREFIX.json and PNG plots to DIR (default job: nothing written)",
     )
     g.add_argument(
         "--prefix", metavar="NAME", default=d, help="output file stem (default qgeo_results)"
@@ -1593,6 +2045,30 @@ def _add_job_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
         action="store_true",
         default=argparse.SUPPRESS if suppress else False,
         help="print nothing but errors, warnings and the written paths",
+    )
+    g.add_argument(
+        "--no-plots",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="write no PNG plots next to the .npz/.json (default: plots, if matplotlib is there)",
+    )
+    g.add_argument(
+        "--progress",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show the progress bar even when stderr is not a terminal (and with --quiet)",
+    )
+    g.add_argument(
+        "--precision",
+        metavar="P",
+        default=d,
+        help="float64 (default) or float32 (single-precision linear algebra; see below)",
+    )
+    g.add_argument(
+        "--device",
+        metavar="D",
+        default=d,
+        help="auto (default: JAX's default backend), cpu or gpu (needs jax[cuda12])",
     )
     g.add_argument(
         "--block-size",
@@ -1690,6 +2166,14 @@ def _apply_flags(job: Job, args: argparse.Namespace) -> Job:
         job.block_size = _check_block_size(args.block_size)
     if getattr(args, "resume", False):
         job.resume = True
+    if getattr(args, "no_plots", False):
+        job.plots = False
+    if getattr(args, "progress", False):
+        job.progress = "on"
+    if getattr(args, "precision", None) is not None:
+        job.precision = _parse_choice(args.precision, PRECISIONS, "precision")
+    if getattr(args, "device", None) is not None:
+        job.device = _parse_choice(args.device, DEVICES, "device")
     if getattr(args, "tau", None) is not None:
         job.tau = args.tau
     if getattr(args, "chunk_size", None) is not None:
@@ -1717,12 +2201,16 @@ def _print_models(stream) -> None:
     print(f"\nnames are case-insensitive; aliases: {aliases}", file=stream)
 
 
-def _logger(quiet: bool) -> Callable[[str], None]:
-    """One line per message on stderr; with --quiet only warnings."""
+def _logger(quiet: bool, progress: _Progress | None = None) -> Callable[[str], None]:
+    """One line per message on stderr (above the progress bar, if one is shown); with --quiet
+    only warnings."""
 
     def log(text: str) -> None:
         if not quiet or text.startswith("warning:"):
-            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+            if progress is not None:
+                progress.write(f"{PROG}: {text}")
+            else:
+                print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
     return log
 
@@ -1751,17 +2239,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet = getattr(args, "quiet", False)
         from ._resume import terminate_as_interrupt
 
-        with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: finished blocks are kept
-            result = run_job(job, log=_logger(quiet))
-            if not quiet:
-                _print_report(result, sys.stdout)
-            if job.out_dir is not None:
-                paths = _write_outputs(result)
-                print(
-                    ("" if quiet else "\n") + "wrote " + "  ".join(map(str, paths)), file=sys.stdout
-                )
-                if result.store is not None:
-                    result.store.finish()  # the blocks are in the final files now
+        progress = _make_progress(job, quiet)
+        log = _logger(quiet, progress)
+        plotting = job.plots and job.out_dir is not None
+        try:
+            with terminate_as_interrupt():  # SIGTERM unwinds like Ctrl-C: blocks are kept
+                result = run_job(job, log=log, progress=progress)
+                plots = []
+                if plotting:
+                    if progress is not None:
+                        progress.add_steps(1)
+                        progress.begin("plots")
+                    plots = _write_plots(result, log)
+                    if progress is not None:
+                        progress.step_done()
+                if progress is not None:
+                    progress.close()
+                if not quiet:
+                    _print_report(result, sys.stdout)
+                if job.out_dir is not None:
+                    paths = [*_write_outputs(result, plots), *plots]
+                    print(
+                        ("" if quiet else "\n") + "wrote " + "  ".join(map(str, paths)),
+                        file=sys.stdout,
+                    )
+                    if result.store is not None:
+                        result.store.finish()  # the blocks are in the final files now
+        finally:
+            if progress is not None:
+                progress.close()
         return 0
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,6 +158,41 @@ def _named_points(model):
     return SQUARE_POINTS if abs(cos) < 1e-9 else {"Γ": (0.0, 0.0)}
 
 
+def high_symmetry_path(model: AbstractModel, *, n: int = 200, extent=None) -> KPath:
+    """The default path of a model (what ``qgeo`` draws its band structure along).
+
+    Lattice models, reduced coordinates: hexagonal 2D lattices (60° between a1 and a2) Γ–K–M–Γ;
+    other 2D lattices Γ–X–M–Γ–Y with X = (½, 0), M = (½, ½), Y = (0, ½) (the square-lattice names;
+    for an oblique lattice they are just those reduced points); 1D −X–Γ–X (X = ½); 3D Γ–X–M–Γ–R
+    with X = (½,0,0), M = (½,½,0), R = (½,½,½). Continuum models: a line cut along k_x through
+    Γ, from −k to k with k = ``extent`` or the model's ``k_cutoff`` (1/length).
+    """
+    if model.is_lattice:
+        if model.dim == 1:
+            corners = [("−X", (-0.5,)), ("Γ", (0.0,)), ("X", (0.5,))]
+        elif model.dim == 2 and _named_points(model) is HEXAGONAL_POINTS:
+            corners = ["Γ", "K", "M", "Γ"]
+        elif model.dim == 2:
+            pts = SQUARE_POINTS
+            corners = [(c, pts[c]) for c in ("Γ", "X", "M", "Γ", "Y")]
+        else:
+            corners = [
+                ("Γ", (0.0, 0.0, 0.0)),
+                ("X", (0.5, 0.0, 0.0)),
+                ("M", (0.5, 0.5, 0.0)),
+                ("Γ", (0.0, 0.0, 0.0)),
+                ("R", (0.5, 0.5, 0.5)),
+            ]
+        return k_path(model, corners, n=n, reduced=True)
+    k = model.k_cutoff if extent is None else extent
+    if k is None or not float(k) > 0:
+        raise ValueError("a continuum model needs extent= (or a k_cutoff) for its line cut.")
+    k = float(k)
+    point = lambda x: (x,) + (0.0,) * (model.dim - 1)
+    corners = [(f"−{k:.3g}", point(-k)), ("Γ", point(0.0)), (f"{k:.3g}", point(k))]
+    return k_path(model, corners, n=n, reduced=False)
+
+
 # ------------------------------------------------------------------------------------------------
 # evaluation
 # ------------------------------------------------------------------------------------------------
@@ -171,23 +207,21 @@ def band_quantity(model: AbstractModel, k, quantity: str, *, component: str = "z
             f"color_by='spin' needs spin operators, but {type(model).__name__} has none."
         )
     c = _COMPONENTS[component]
+    g = _geometry_batch(model, jnp.asarray(k, dtype=jnp.float64))
+    if quantity == "energy":
+        values = g.energies
+    elif quantity == "quantum_metric":
+        values = np.trace(np.asarray(g.quantum_metric), axis1=-2, axis2=-1)
+    else:
+        values = np.asarray(getattr(g, quantity))[..., c]
+    return np.asarray(g.energies), np.asarray(values)
 
-    def one(kk):
-        g = band_geometry(model, kk)
-        if quantity == "energy":
-            val = g.energies
-        elif quantity == "berry_curvature":
-            val = g.berry_curvature[:, c]
-        elif quantity == "orbital_moment":
-            val = g.orbital_moment[:, c]
-        elif quantity == "spin":
-            val = g.spin[:, c]
-        else:
-            val = jnp.trace(g.quantum_metric, axis1=-2, axis2=-1)
-        return g.energies, val
 
-    energies, values = jax.jit(jax.vmap(one))(jnp.asarray(k, dtype=jnp.float64))
-    return np.asarray(energies), np.asarray(values)
+@eqx.filter_jit
+def _geometry_batch(model, k):
+    """band_geometry at every k: compiled once per model structure and number of points, for
+    every quantity and component (selected afterwards), so several figures share one compile."""
+    return jax.vmap(lambda kk: band_geometry(model, kk))(k)
 
 
 def _symmetric_norm(values, vmax):
@@ -215,13 +249,16 @@ def plot_bands(
     ax=None,
     figsize=(5.0, 4.0),
     energy_unit: str = "",
+    clip_percentile: float | None = None,
 ):
     """Band structure along ``path`` (a :class:`KPath` or corners for :func:`k_path`).
 
     ``color_by`` (None, "berry_curvature", "orbital_moment", "spin", "quantum_metric") colours each
     band segment by that band-resolved quantity (diverging colour map centred on 0, clipped at
     ``vmax``, default max |value|). ``bands`` selects band indices; ``energy_window`` = (Emin, Emax)
-    sets the y-range. Returns the Figure.
+    sets the y-range. ``clip_percentile`` (e.g. 98) sets ``vmax`` to that percentile of |value|
+    when ``vmax`` is not given, so that one sharp peak (Ω near a small gap) does not wash out the
+    colours everywhere else. Returns the Figure.
     """
     from matplotlib.collections import LineCollection
 
@@ -236,6 +273,8 @@ def plot_bands(
             ax.plot(x, energies[:, n], color="k", lw=linewidth)
     else:
         mids = 0.5 * (values[1:] + values[:-1])
+        if vmax is None and clip_percentile is not None:
+            vmax = float(np.percentile(np.abs(mids[:, idx]), clip_percentile)) or None
         norm = _symmetric_norm(mids[:, idx], vmax) if quantity != "quantum_metric" else None
         if norm is None:
             from matplotlib.colors import Normalize
@@ -349,13 +388,17 @@ def plot_vs_mu(
     units: str = "",
     *,
     components=None,
+    gaps=None,
     ax=None,
     figsize=(5.0, 3.6),
     mu_unit: str = "",
     **line_kwargs,
 ):
-    """A response against chemical potential μ; ``values`` is (nμ,) or (nμ, 3) (vector responses:
-    plots ``components``, default those that are not identically zero). Returns the Figure."""
+    """A response against chemical potential μ. ``values`` is (nμ,), (nμ, 3) (vectors: plots
+    ``components`` such as ["z"], default those not identically zero) or (nμ, 3, 3) (tensors α^{ij}:
+    ``components`` such as ["zx", "zy"], default those not identically zero). ``gaps`` is a list of
+    (lo, hi) energy intervals shaded as band gaps (e.g. where the Středa slope is C e/h).
+    Returns the Figure."""
     mus = np.asarray(mus, dtype=np.float64)
     vals = np.asarray(values)
     if vals.shape[0] != mus.shape[0]:
@@ -365,17 +408,34 @@ def plot_vs_mu(
     fig, ax = _new_axes(ax, figsize)
     if vals.ndim == 1:
         ax.plot(mus, vals, label=label or None, **line_kwargs)
-    elif vals.ndim == 2 and vals.shape[1] == 3:
-        comps = (
-            components
-            if components is not None
-            else [c for c in "xyz" if np.any(vals[:, _COMPONENTS[c]] != 0)]
-        )
-        for c in comps or ["z"]:
-            ax.plot(mus, vals[:, _COMPONENTS[c]], label=f"{label} {c}".strip(), **line_kwargs)
+    elif vals.ndim in (2, 3) and vals.shape[1:] == (3,) * (vals.ndim - 1):
+        if vals.ndim == 2:
+            names = list("xyz")
+        else:
+            names = [a + b for a in "xyz" for b in "xyz"]
+        flat = vals.reshape(vals.shape[0], -1)
+        if components is None:
+            comps = [c for i, c in enumerate(names) if np.any(flat[:, i] != 0)]
+        else:
+            comps = list(components)
+        unknown = [c for c in comps if c not in names]
+        if unknown:
+            raise ValueError(f"unknown component(s) {unknown}; choose from {names}.")
+        for c in comps or names[-1:]:
+            ax.plot(mus, flat[:, names.index(c)], label=f"{label} {c}".strip(), **line_kwargs)
     else:
-        raise ValueError(f"values must be (nμ,) or (nμ, 3), got shape {vals.shape}.")
+        raise ValueError(f"values must be (nμ,), (nμ, 3) or (nμ, 3, 3), got shape {vals.shape}.")
     ax.axhline(0.0, color="0.7", lw=0.8)
+    if gaps:
+        lo_mu, hi_mu = float(mus.min()), float(mus.max())
+        pad = 0.02 * (hi_mu - lo_mu) if hi_mu > lo_mu else 0.05 * max(abs(lo_mu), 1.0)
+        ax.set_xlim(lo_mu - pad, hi_mu + pad)
+        first = True
+        for lo, hi in gaps:
+            lo, hi = max(float(lo), lo_mu - pad), min(float(hi), hi_mu + pad)
+            if hi > lo:
+                ax.axvspan(lo, hi, color="0.85", zorder=0, label="band gap" if first else None)
+                first = False
     ax.set_xlabel(f"μ{f' ({mu_unit})' if mu_unit else ''}")
     ax.set_ylabel(f"{label}{f' ({units})' if units else ''}")
     if ax.get_legend_handles_labels()[0]:

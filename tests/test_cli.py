@@ -17,6 +17,7 @@ Physics the printed and written numbers must satisfy (closed forms, not outputs 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -492,3 +493,259 @@ def test_continuum_default_job_drops_chern_and_matches_dirac_closed_form(tmp_pat
     assert_close(slope, c_disk / (2 * np.pi), rtol=1e-7)
     code, _, err = run_main([*args, "--quantities", "chern"], capsys)
     assert code == 2 and "needs a 2D lattice model" in err
+
+
+# --- plots, progress, precision and device -------------------------------------------------------
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL = ["--mesh", "12", "--mu", "-1:1:5", "--repeats", "0"]
+HALDANE_GAP_EDGE = abs(3 * np.sqrt(3) * 0.15 - 0.2)  # |3√3 t2 sin φ − Δ|: band edges ±this at K
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == PNG_MAGIC and len(data) > 1000
+
+
+class _Spy:
+    """Wraps a cli function and keeps what it returned (here: the figures before they are saved)."""
+
+    def __init__(self, monkeypatch, name):
+        self.inner, self.returned = getattr(cli, name), []
+        monkeypatch.setattr(cli, name, self)
+
+    def __call__(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        self.returned.append(out)
+        return out
+
+
+def test_plots_one_png_per_quantity_with_the_written_data(tmp_path, capsys, monkeypatch):
+    """Default quantities on Haldane: PREFIX_<quantity>.png for M^O and σ, PREFIX_bands.png; the
+    plotted curves are the written arrays; the shaded gap and the band edge at K are the closed
+    form ±|3√3 t2 sin φ − Δ| (Haldane 1988; K lies on the 12 × 12 mesh)."""
+    pytest.importorskip("matplotlib")
+    mu_spy, bands_spy = _Spy(monkeypatch, "_mu_figures"), _Spy(monkeypatch, "_bands_figures")
+    code, out, err = run_main([*SMALL, "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0, err
+    names = ["orbital_magnetization", "ahc", "bands"]
+    expected = {f"qgeo_results_{n}.png" for n in names}
+    assert {p.name for p in tmp_path.glob("*.png")} == expected
+    for name in expected:
+        assert _is_png(tmp_path / name), name
+        assert str(tmp_path / name) in out  # listed in the "wrote" line
+    doc = json.loads((tmp_path / "qgeo_results.json").read_text(encoding="utf-8"))
+    files = doc["provenance"]["files"]
+    assert files["npz"] == "qgeo_results.npz" and files["json"] == "qgeo_results.json"
+    assert sorted(files["plots"]) == sorted(expected)
+
+    data = np.load(tmp_path / "qgeo_results.npz")
+    figs = dict(mu_spy.returned[0])
+    assert list(figs) == ["orbital_magnetization", "ahc"]
+    m_line = figs["orbital_magnetization"].axes[0].lines[0]
+    assert_close(m_line.get_xdata(), data["mu"], atol=0)
+    assert_close(
+        m_line.get_ydata(), data["orbital_magnetization_bohr_magneton_per_cell"][:, 2], atol=0
+    )
+    ax = figs["ahc"].axes[0]
+    assert_close(ax.lines[0].get_ydata(), data["ahc_e2_over_h"][:, 2], atol=0)
+    assert "e²/h" in ax.get_ylabel() and "eV" in ax.get_xlabel()
+    (gap,) = [p for p in ax.patches if p.get_label() == "band gap"]
+    x0, x1 = gap.get_x(), gap.get_x() + gap.get_width()
+    assert_close([x0, x1], [-HALDANE_GAP_EDGE, HALDANE_GAP_EDGE], rtol=1e-9)
+
+    ((name, fig),) = bands_spy.returned[0]
+    ax = fig.axes[0]
+    assert name == "bands" and [t.get_text() for t in ax.get_xticklabels()] == ["Γ", "K", "M", "Γ"]
+    x_k = ax.get_xticks()[1]
+    ys = np.concatenate(
+        [
+            np.asarray(s)[:, :, 1].ravel()
+            for c in ax.collections
+            if hasattr(c, "get_segments")
+            for s in [c.get_segments()]
+        ]
+    )
+    xs = np.concatenate(
+        [
+            np.asarray(s)[:, :, 0].ravel()
+            for c in ax.collections
+            if hasattr(c, "get_segments")
+            for s in [c.get_segments()]
+        ]
+    )
+    at_k = np.abs(xs - x_k) < 1e-12
+    # At the two valleys the Haldane masses are Δ ∓ 3√3 t2 sin φ: band edges ±|Δ ∓ 3√3 t2|.
+    edge = np.sort(np.abs(ys[at_k]))[0]
+    valleys = [HALDANE_GAP_EDGE, 0.2 + 3 * np.sqrt(3) * 0.15]
+    assert np.min(np.abs(edge - np.array(valleys))) < 1e-9 * edge, (edge, valleys)
+    assert "Å²" in fig.axes[1].get_ylabel()  # colour bar: Berry curvature with its unit
+
+
+def test_no_plots_flag_and_config_key(tmp_path, capsys):
+    code, _, err = run_main(
+        [*SMALL, "--quantities", "ahc", "--out", str(tmp_path / "a"), "--no-plots", "--quiet"],
+        capsys,
+    )
+    assert code == 0, err
+    assert not list((tmp_path / "a").glob("*.png"))
+    doc = json.loads((tmp_path / "a" / "qgeo_results.json").read_text(encoding="utf-8"))
+    assert doc["provenance"]["files"]["plots"] == []
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        f'quantities = ["ahc"]\n[mesh]\nshape = [8, 8]\n[output]\ndir = "{tmp_path / "b"}"\n'
+        "plots = false\n"
+    )
+    code, _, err = run_main(["run", str(cfg), "--quiet"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "b" / "qgeo_results.npz").exists()
+    assert not list((tmp_path / "b").glob("*.png"))
+
+
+def test_missing_matplotlib_is_one_line_and_the_data_are_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    code, out, err = run_main([*SMALL, "--quantities", "ahc", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "matplotlib is" in ln]
+    assert len(lines) == 1 and "not installed" in lines[0] and "no plots" in lines[0], err
+    assert (tmp_path / "qgeo_results.npz").exists() and not list(tmp_path.glob("*.png"))
+
+
+class _FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_forced_shown_on_tty_silent_otherwise(tmp_path, capsys, monkeypatch):
+    args = [*SMALL, "--quantities", "ahc,orbital_magnetization", "--block-size", "3"]
+    # Not a terminal (pytest captures stderr) and not forced: no bar at all.
+    code, _, err = run_main(args, capsys)
+    assert code == 0 and "steps" not in err and "ETA" not in err, err
+    # Forced onto a pipe/file: one plain line per step (2 quantities × 2 μ blocks), then "done".
+    code, _, err = run_main([*args, "--progress", "--device", "cpu"], capsys)
+    assert code == 0, err
+    lines = [ln for ln in err.splitlines() if "steps" in ln]
+    assert "\r" not in err and len(lines) == 5, err
+    assert "0/4 steps  ahc, μ 1-3 of 5" in lines[0]
+    assert "orbital_magnetization, μ 4-5 of 5" in lines[3] and "4/4 steps  done" in lines[4]
+    assert all("elapsed" in ln and "ETA" in ln for ln in lines)
+    # A terminal: one line redrawn in place ("\r"); --quiet suppresses it, --progress wins.
+    fake = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", fake)
+    assert cli.main(args) == 0
+    monkeypatch.undo()
+    text = fake.getvalue()
+    assert "\r" in text and "ETA" in text and "4/4 steps  done" in text, repr(text)
+    capsys.readouterr()
+    assert cli._make_progress(cli.Job(), quiet=True, stream=_FakeTTY()) is None
+    assert cli._make_progress(cli.Job(), quiet=False, stream=io.StringIO()) is None
+    forced = cli._make_progress(cli.Job(progress="on"), quiet=True, stream=_FakeTTY())
+    assert forced is not None and forced.live
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('precision = "float31"\n', "unknown precision 'float31' (did you mean 'float32'?)"),
+        ('device = "gpus"\n', "unknown device 'gpus' (did you mean 'gpu'?)"),
+        ('[output]\nplots = "yes"\n', "output.plots must be true or false"),
+        (
+            "[output]\nplot = true\n",
+            "unknown config key 'output.plot' (did you mean 'output.plots'?)",
+        ),
+    ],
+)
+def test_precision_device_plots_keys_bad_values(tmp_path, capsys, config, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(config)
+    code, out, err = run_main(["run", str(path)], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--precision", "doubl"], "unknown precision 'doubl'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_precision_device_flags_bad_values(capsys, args, message):
+    code, out, err = run_main(args, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+def test_gpu_requested_without_gpu_is_one_line(capsys):
+    import jax
+
+    try:
+        if jax.devices("gpu"):
+            pytest.skip("a GPU is visible: nothing to refuse")
+    except RuntimeError:
+        pass
+    code, out, err = run_main(["--device", "gpu"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "no GPU visible to JAX; install jax[cuda12]" in err
+
+
+def test_precision_and_device_in_provenance(tmp_path, capsys):
+    import jax
+
+    code, _, err = run_main(
+        [
+            *SMALL,
+            "--quantities",
+            "ahc",
+            "--device",
+            "cpu",
+            "--no-plots",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    prov = json.loads((tmp_path / "qgeo_results.json").read_text(encoding="utf-8"))["provenance"]
+    assert prov["precision"] == "float64"
+    assert prov["device"] == {
+        "requested": "cpu",
+        "platform": "cpu",
+        "used": [str(jax.devices("cpu")[0])],
+    }
+    cfg = tomllib.loads(cli.EXAMPLE_CONFIG)
+    assert cfg["precision"] == "float64" and cfg["device"] == "auto" and cfg["output"]["plots"]
+
+
+def test_float32_precision_agrees_with_float64(tmp_path, capsys, monkeypatch):
+    """float32 per-k linear algebra, float64 accumulation: the same numbers to ~1e-5 (gapped)."""
+    from qgeo_jax._precision import tree_precision
+
+    cast = _Spy(monkeypatch, "_apply_precision")
+    runs = {}
+    for precision in ("float64", "float32"):
+        out_dir = tmp_path / precision
+        code, out, err = run_main(
+            [
+                *SMALL,
+                "--precision",
+                precision,
+                "--no-plots",
+                "--quantities",
+                "chern,orbital_magnetization",
+                "--out",
+                str(out_dir),
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        runs[precision] = (np.load(out_dir / "qgeo_results.npz"), out, out_dir)
+    (d64, _, _), (d32, out32, dir32) = runs["float64"], runs["float32"]
+    assert "precision   warning: float32" in out32
+    prov = json.loads((dir32 / "qgeo_results.json").read_text(encoding="utf-8"))["provenance"]
+    assert prov["precision"] == "float32"
+    for key in ("orbital_magnetization", "chern_kubo"):
+        scale = np.max(np.abs(d64[key]))
+        assert_close(d32[key], d64[key], rtol=0, atol=1e-4 * scale, what=key)
+    assert round(float(d32["chern_plaquette"])) == round(float(d64["chern_plaquette"]))
+    # The model that ran was really cast (float32 leaves), and only in the float32 run (the mesh
+    # keeps float64 weights by design: the k-sum is accumulated in float64).
+    assert [tree_precision(model) for model, _ in cast.returned] == ["float64", "float32"]

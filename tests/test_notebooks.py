@@ -66,7 +66,7 @@ def run_cells(cells: list[str], label: str) -> dict:
 
 def test_notebooks_are_collected():
     names = [p.name for p in NOTEBOOKS]
-    assert "quickstart.ipynb" in names, names
+    assert "quickstart.ipynb" in names and "materials.ipynb" in names, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -118,3 +118,59 @@ def test_matplotlib_is_imported_lazily():
     code = "import sys, qgeo_jax, qgeo_jax.io, qgeo_jax.models; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _tb(dim):
+    """Nearest-neighbour s-band on the (hyper)cubic lattice with a = 1 (one orbital)."""
+    from qgeo_jax.models import TightBinding
+
+    hops = [(-1.0, 0, 0, tuple(int(i == d) for i in range(dim))) for d in range(dim)]
+    return TightBinding(np.eye(dim), np.zeros((1, dim)), [0.0], hops)
+
+
+def test_high_symmetry_paths_have_the_textbook_lengths():
+    from qgeo_jax.models import QiWuZhang
+    from qgeo_jax.plotting import high_symmetry_path
+
+    pi = np.pi
+    path = high_symmetry_path(tmd_three_band("MoS2", soc=False))
+    assert path.labels == ("Γ", "K", "M", "Γ")
+    path = high_symmetry_path(QiWuZhang())  # square, a = 1: ΓX = π, XM = π, MΓ = π√2, ΓY = π
+    assert path.labels == ("Γ", "X", "M", "Γ", "Y")
+    assert_close(np.diff(path.ticks), [pi, pi, pi * np.sqrt(2), pi], rtol=1e-12)
+    path = high_symmetry_path(_tb(1))
+    assert path.labels == ("−X", "Γ", "X")
+    assert_close(path.ticks[-1], 2 * pi, rtol=1e-12)
+    path = high_symmetry_path(_tb(3))  # cubic: Γ–X–M–Γ–R = π, π, π√2, π√3
+    assert_close(np.diff(path.ticks), [pi, pi, pi * np.sqrt(2), pi * np.sqrt(3)], rtol=1e-12)
+    dirac = MassiveDirac(v=1.0, m=0.3, cutoff=2.0)
+    path = high_symmetry_path(dirac)  # a line cut through Γ along k_x
+    assert_close(path.points[[0, -1], 0], [-2.0, 2.0], rtol=1e-12)
+    assert_close(path.points[:, 1], 0.0, atol=0)
+    assert path.labels[1] == "Γ"
+    assert_close(high_symmetry_path(dirac, extent=0.5).points[-1, 0], 0.5, rtol=1e-12)
+
+
+def test_plot_vs_mu_tensor_components_and_gap_shading():
+    mus = np.linspace(-1, 1, 11)
+    vals = np.zeros((11, 3, 3))
+    vals[:, 2, 0], vals[:, 2, 1] = mus, mus**2  # α^zx, α^zy
+    fig = plot_vs_mu(mus, vals, "α", "μ_B/cell per V/Å", gaps=[(-0.5, 0.25), (0.9, 5.0)])
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.lines[:2]] == ["α zx", "α zy"]
+    assert_close(ax.lines[1].get_ydata(), mus**2, atol=0)
+    spans = [p for p in ax.patches]
+    assert len(spans) == 2 and spans[0].get_label() == "band gap"
+    assert_close([spans[0].get_x(), spans[0].get_x() + spans[0].get_width()], [-0.5, 0.25])
+    assert spans[1].get_x() + spans[1].get_width() <= 1.0 + 0.05  # clipped to the μ axis
+    with pytest.raises(ValueError, match="unknown component"):
+        plot_vs_mu(mus, vals, components=["zq"])
+
+
+def test_plot_bands_clip_percentile_sets_the_colour_limit():
+    m = Haldane(t1=-1.0, t2=0.2, phi=np.pi / 2, delta=0.1)
+    path = k_path(m, ["Γ", "K", "M", "Γ"], n=60)
+    fig = plot_bands(m, path, color_by="berry_curvature", clip_percentile=90)
+    cols = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    mids = np.concatenate([np.asarray(c.get_array()) for c in cols])
+    assert_close(cols[0].norm.vmax, np.percentile(np.abs(mids), 90), rtol=1e-12)
