@@ -14,6 +14,9 @@ Public API (everything else is private):
   :func:`orbital_magnetoelectric_tensor`, kernels :func:`spin_berry_curvature`,
   :func:`magnetoelectric_tensor`, ...
 * batches and design: :func:`sweep`, :func:`vary`, :func:`stack_models`, :mod:`qgeo_jax.design`
+* precision and meshes: :func:`cast_precision` (float32 linear algebra, float64 sums),
+  :func:`refine_fermi_surface` (adaptive Fermi-surface mesh)
+* several processes / hosts: :mod:`qgeo_jax.parallel` (``jax.distributed``)
 * units: :mod:`qgeo_jax.units`
 """
 
@@ -21,6 +24,7 @@ from . import _config  # noqa: F401  (sets the float64 policy before anything is
 from . import design as design
 from . import io as io
 from . import models as models
+from . import parallel as parallel
 from . import plotting as plotting
 from . import units as units
 from ._bz import AbstractMesh as AbstractMesh
@@ -55,6 +59,9 @@ from ._magnetoelectric import magnetoelectric_tensor as magnetoelectric_tensor
 from ._magnetoelectric import orbital_magnetoelectric_tensor as orbital_magnetoelectric_tensor
 from ._magnetoelectric import quantum_metric_derivative as quantum_metric_derivative
 from ._occupation import fermi_dirac as fermi_dirac
+from ._precision import PRECISIONS as PRECISIONS
+from ._precision import cast_precision as cast_precision
+from ._refine import refine_fermi_surface as refine_fermi_surface
 from ._occupation import fermi_dirac_derivative as fermi_dirac_derivative
 from ._occupation import grand_potential_weight as grand_potential_weight
 from ._realspace import Flake as Flake
