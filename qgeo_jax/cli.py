@@ -1124,7 +1124,8 @@ def _select_devices(kind: str) -> tuple:
 
     from ._bz import default_devices
 
-    if kind == "auto":
+    if kind == "auto" or (kind == "cpu" and jax.process_count() > 1 and jax.default_backend() == "cpu"):
+        # Several processes (``--workers``, jax.distributed): one CPU device of each process.
         return tuple(default_devices())
     try:
         devices = tuple(jax.devices(kind))
@@ -1170,7 +1171,8 @@ def run_job(
     from . import _config  # noqa: F401  (x64 policy before any array is made)
 
     devices = _select_devices(job.device)
-    with jax.default_device(devices[0]):
+    local = [d for d in devices if d.process_index == jax.process_index()] or jax.local_devices()
+    with jax.default_device(local[0]):
         return _run_job(job, log, progress, devices, t_start)
 
 
@@ -2071,6 +2073,14 @@ def _add_job_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
         help="auto (default: JAX's default backend), cpu or gpu (needs jax[cuda12])",
     )
     g.add_argument(
+        "--workers",
+        metavar="N",
+        type=int,
+        default=argparse.SUPPRESS if suppress else 1,
+        help="split the k-mesh over N processes joined by jax.distributed (one core each; "
+        "worth it for runs longer than ~10 s; not with --resume)",
+    )
+    g.add_argument(
         "--block-size",
         metavar="N",
         type=int,
@@ -2237,6 +2247,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if job.resume and job.out_dir is None:
             raise UsageError("--resume needs an output directory (--out DIR or [output] dir)")
         quiet = getattr(args, "quiet", False)
+        workers = getattr(args, "workers", 1)
+        if workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {workers}")
+        if workers > 1 and "QGEO_COORDINATOR" not in os.environ:
+            if job.resume:
+                raise UsageError("--resume runs in one process; drop --workers to resume")
+            from .parallel import launch
+
+            # The same command in N processes; each reduces its share of the mesh (see qgeo_jax.parallel).
+            return launch(["-m", "qgeo_jax.cli", *argv], workers)
+        if "QGEO_COORDINATOR" in os.environ:
+            from .parallel import initialize, is_main_process
+
+            initialize()  # before any JAX computation
+            if not is_main_process():  # every process computes; only process 0 reports and writes
+                quiet, job.out_dir, job.plots = True, None, False
         from ._resume import terminate_as_interrupt
 
         progress = _make_progress(job, quiet)

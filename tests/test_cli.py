@@ -383,6 +383,8 @@ def test_config_errors_are_one_line_with_suggestion(tmp_path, capsys, config, me
         (["--temperature", "-1"], "temperature must be finite and >= 0"),
         (["run", "/nonexistent/config.toml"], "not found"),
         (["--param", "t2"], "--param expects KEY=VALUE"),
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--workers", "2", "--resume", "--out", "x"], "--resume runs in one process"),
     ],
 )
 def test_flag_errors_are_one_line(capsys, args, message):
@@ -749,3 +751,17 @@ def test_float32_precision_agrees_with_float64(tmp_path, capsys, monkeypatch):
     # The model that ran was really cast (float32 leaves), and only in the float32 run (the mesh
     # keeps float64 weights by design: the k-sum is accumulated in float64).
     assert [tree_precision(model) for model, _ in cast.returned] == ["float64", "float32"]
+
+
+@pytest.mark.slow
+def test_workers_split_the_mesh_over_processes_and_agree(tmp_path):
+    """`qgeo --workers 2`: two processes joined by jax.distributed write the one-process numbers."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"w{n}"
+        cmd = [sys.executable, "-m", "qgeo_jax.cli", "--workers", str(n), "--quiet", "--no-plots", "--out", str(out)]
+        subprocess.run(cmd, check=True, env=env, timeout=300, capture_output=True)
+        outs[n] = np.load(out / "qgeo_results.npz")
+    for key in ("orbital_magnetization", "ahc", "chern_kubo"):
+        assert_close(outs[2][key], outs[1][key], rtol=1e-13, atol=1e-15)
