@@ -13,6 +13,7 @@ Public API (everything else is private):
 * kinetic (E-field-induced) magnetization: :func:`kinetic_magnetization`,
   :func:`orbital_magnetoelectric_tensor`, kernels :func:`spin_berry_curvature`,
   :func:`magnetoelectric_tensor`, ...
+* all responses in one pass: :func:`responses` (one eigh per k, all μ in one product)
 * batches and design: :func:`sweep`, :func:`vary`, :func:`stack_models`, :mod:`qgeo_jax.design`
 * precision and meshes: :func:`cast_precision` (float32 linear algebra, float64 sums),
   :func:`refine_fermi_surface` (adaptive Fermi-surface mesh)
@@ -59,6 +60,7 @@ from ._magnetoelectric import magnetoelectric_tensor as magnetoelectric_tensor
 from ._magnetoelectric import orbital_magnetoelectric_tensor as orbital_magnetoelectric_tensor
 from ._magnetoelectric import quantum_metric_derivative as quantum_metric_derivative
 from ._occupation import fermi_dirac as fermi_dirac
+from ._pipeline import responses as responses
 from ._precision import PRECISIONS as PRECISIONS
 from ._precision import cast_precision as cast_precision
 from ._refine import refine_fermi_surface as refine_fermi_surface
