@@ -14,6 +14,8 @@ Public API (everything else is private):
   :func:`orbital_magnetoelectric_tensor`, kernels :func:`spin_berry_curvature`,
   :func:`magnetoelectric_tensor`, ...
 * all responses in one pass: :func:`responses` (one eigh per k, all μ in one product)
+* nonlinear Hall geometry: :func:`berry_curvature_dipole`, :func:`quantum_metric_dipole`,
+  :func:`nonlinear_hall_conductivity`, kernel :func:`berry_connection_polarizability`
 * batches and design: :func:`sweep`, :func:`vary`, :func:`stack_models`, :mod:`qgeo_jax.design`
 * precision and meshes: :func:`cast_precision` (float32 linear algebra, float64 sums),
   :func:`refine_fermi_surface` (adaptive Fermi-surface mesh)
@@ -59,6 +61,11 @@ from ._magnetoelectric import magnetoelectric_interband as magnetoelectric_inter
 from ._magnetoelectric import magnetoelectric_tensor as magnetoelectric_tensor
 from ._magnetoelectric import orbital_magnetoelectric_tensor as orbital_magnetoelectric_tensor
 from ._magnetoelectric import quantum_metric_derivative as quantum_metric_derivative
+from ._nonlinear_hall import berry_connection_polarizability as berry_connection_polarizability
+from ._nonlinear_hall import berry_curvature_dipole as berry_curvature_dipole
+from ._nonlinear_hall import nonlinear_hall_conductivity as nonlinear_hall_conductivity
+from ._nonlinear_hall import quantum_metric_dipole as quantum_metric_dipole
+from ._nonlinear_hall import si_factor as nonlinear_conductivity_si_factor
 from ._occupation import fermi_dirac as fermi_dirac
 from ._pipeline import responses as responses
 from ._precision import PRECISIONS as PRECISIONS
