@@ -155,3 +155,13 @@ def test_validation():
         TiltedDiracPair(**{**PARAMS, "tilt": (1.0, 2.0, 3.0)})
     with pytest.raises(ValueError, match="centers"):
         TiltedDiracPair(**PARAMS, centers=(0.0, 1.0))
+
+
+def test_library_dipole_equals_the_test_sum(dipoles):
+    # qgeo_jax.berry_curvature_dipole (D_{ab}, here D_{xz}) against this file's own Fermi-surface sum.
+    from qgeo_jax import berry_curvature_dipole
+
+    model = TiltedDiracPair(**PARAMS)
+    mesh = continuum_mesh(model, k_max=0.5, n=(300, 96))
+    d = berry_curvature_dipole(model, mesh, mu=MUS, temperature=T)
+    assert_close(d[:, 0, 2], dipoles[0], rtol=1e-10, atol=1e-12 * np.abs(dipoles[0]).max())
