@@ -16,6 +16,7 @@ Public API (everything else is private):
 * all responses in one pass: :func:`responses` (one eigh per k, all μ in one product)
 * nonlinear Hall geometry: :func:`berry_curvature_dipole`, :func:`quantum_metric_dipole`,
   :func:`nonlinear_hall_conductivity`, kernel :func:`berry_connection_polarizability`
+* second-order kinetic magnetization δM = χEE: :func:`nonlinear_kinetic_magnetization`
 * batches and design: :func:`sweep`, :func:`vary`, :func:`stack_models`, :mod:`qgeo_jax.design`
 * precision and meshes: :func:`cast_precision` (float32 linear algebra, float64 sums),
   :func:`refine_fermi_surface` (adaptive Fermi-surface mesh)
@@ -66,6 +67,8 @@ from ._nonlinear_hall import berry_curvature_dipole as berry_curvature_dipole
 from ._nonlinear_hall import nonlinear_hall_conductivity as nonlinear_hall_conductivity
 from ._nonlinear_hall import quantum_metric_dipole as quantum_metric_dipole
 from ._nonlinear_hall import si_factor as nonlinear_conductivity_si_factor
+from ._nonlinear_kinetic import nonlinear_kinetic_integrand as nonlinear_kinetic_integrand
+from ._nonlinear_kinetic import nonlinear_kinetic_magnetization as nonlinear_kinetic_magnetization
 from ._occupation import fermi_dirac as fermi_dirac
 from ._pipeline import responses as responses
 from ._precision import PRECISIONS as PRECISIONS
