@@ -94,6 +94,7 @@ from ._geometry import degenerate_average
 from ._kinetic import _fermi_derivative, spin_berry_curvature
 from ._linalg import denominators, eigh
 from ._magnetoelectric import magnetoelectric_interband
+from ._nonlinear_hall import _polarizability
 from ._occupation import fermi_dirac
 from ._responses import as_mu_temperature, curl_products
 from ._spectrum import DEFAULT_DEGEN_TOL, hamiltonian_and_gradient, spectrum
@@ -160,9 +161,7 @@ def berry_connection_polarizability(spec, *, degen_tol: float = DEFAULT_DEGEN_TO
     Gao, Yang, Niu, PRL 112, 166601 (2014), doi:10.1103/PhysRevLett.112.166601. Second-order
     Stark energy of band n: ½ e² G_n^{jk} E_j E_k. Raw (not averaged). Units length³/energy·e.
     """
-    inv1, inv2, _ = denominators(spec.energies, degen_tol)
-    v = spec.velocity
-    return 2.0 * jnp.real(jnp.einsum("jnm,kmn,nm->njk", v, v, (inv1 * inv2).astype(v.dtype)))
+    return _polarizability(spec.energies, spec.velocity, degen_tol)
 
 
 def _set_projectors(model, q, degen_tol):
