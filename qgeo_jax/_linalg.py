@@ -6,6 +6,10 @@
   derivative and the derivative of every quantity that depends only on the projector onto a
   degenerate subspace (all gauge-invariant outputs of this package, summed over degenerate sets)
   are exact; the rotation *inside* a degenerate subspace is not defined and is set to zero.
+  Second derivatives (jvp of jvp, e.g. a Hessian in a field) are exact only for *exact*
+  degeneracies: a pair split by a little more than ``degen_tol`` keeps its 1/(λ_i − λ_j) and loses
+  digits to round-off, and raising ``degen_tol`` to mask it gives a wrong (not just noisy) second
+  derivative, because the second-order intra-pair terms do not cancel as the first-order ones do.
 * :func:`safe_reciprocal` — 1/x with a mask, written with the double-``where`` pattern so that the
   untaken branch never produces NaN in a gradient (cf. ``jax_md.util.safe_mask``).
 """
