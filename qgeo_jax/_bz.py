@@ -227,26 +227,18 @@ def continuum_mesh(model: AbstractModel, *, k_max: float | None = None, n=(200, 
 
 # --- reduction -------------------------------------------------------------------------------------
 def default_devices():
-    """The devices a reduction is spread over by default.
+    """The devices a reduction is spread over by default: every device of the default backend.
 
-    On GPUs/TPUs: every device of the default backend (all GPUs of a node; under
-    ``jax.distributed.initialize()`` the devices of every process). On the CPU: one device per
-    process — so several processes joined by ``jax.distributed`` (:mod:`qgeo_jax.parallel`)
-    share the reduction, each on its own CPU device. XLA can also split one process's CPU into N
-    devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), but with jax 0.10.2 two
-    such devices running batched LAPACK eigh deadlocked here (N = 16 orbitals, chunk 256: hung
-    with zero CPU time after a few calls, with or without async dispatch; 2-band models, whose
-    2×2 eigh is closed-form, ran 2.06× faster on 2 cores). Opt in per mesh with
-    :func:`with_devices` where you have checked that it runs.
+    GPUs/TPUs: all of them (under ``jax.distributed.initialize()`` those of every process). CPU:
+    JAX shows one CPU device per process unless asked for more —
+    :func:`qgeo_jax.parallel.use_cpu_cores` (``jax_num_cpu_devices``) before JAX starts, which the
+    ``qgeo`` command does — and every CPU device of every process is used. Measured on 2 cores
+    (random tight-binding M^O at 101 μ, 128² k): two CPU devices ran 2.03× (N = 2), 1.93× (N = 8)
+    and 1.93× (N = 32) faster than one device pinned to one core. This needs the per-matrix LAPACK
+    loop of :func:`qgeo_jax._linalg.eigh` on the CPU: with jaxlib's batched eigh kernel two host
+    devices deadlocked (jax 0.10.2).
     """
-    devices = tuple(jax.devices())
-    if devices[0].platform == "cpu":
-        # The first CPU device of each process, in process order.
-        first = {}
-        for d in devices:
-            first.setdefault(d.process_index, d)
-        return tuple(first[p] for p in sorted(first))
-    return devices
+    return tuple(jax.devices())
 
 
 def _shard_map(fn, mesh, in_specs, out_specs):

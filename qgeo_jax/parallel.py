@@ -61,6 +61,33 @@ def _strip_host_devices(flags: str) -> str:
     )
 
 
+def use_cpu_cores(n: int | None = None) -> int:
+    """Split this process's CPU into ``n`` JAX devices (default: the cores it may run on).
+
+    Every reduction of the package is then dealt out over them (:func:`qgeo_jax.default_devices`),
+    one contiguous run of k-chunks per device, partial sums added at the end — the same result to
+    round-off. Must run before JAX starts its backend (before the first array is made); raises
+    otherwise. Returns the number of CPU devices. On 2 cores: 1.93–2.03× the speed of one pinned
+    core (benchmarks/bench_cores.py). For several hosts use :func:`initialize` instead.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cores if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"use_cpu_cores needs n >= 1, got {n}.")
+    import jax
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        if jax.config.jax_num_cpu_devices == n or (n == 1 and len(jax.devices("cpu")) == 1):
+            return n
+        raise RuntimeError(
+            "use_cpu_cores must run before JAX starts (before any array is created); call it "
+            "right after `import qgeo_jax`, or set XLA_FLAGS=--xla_force_host_platform_device_count=N."
+        )
+    jax.config.update("jax_num_cpu_devices", n)
+    return n
+
+
 def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
