@@ -1,4 +1,4 @@
-"""One core vs two: the response set on (a) one pinned core, (b) default threads, (c) two processes.
+"""One core vs two: the response set on (a) one pinned core, (b) two CPU devices, (c) two processes.
 
 The work, per model (N = 2, 8, 32 orbitals, spinful 2D lattice models): orbital magnetization M^O,
 anomalous Hall conductivity σ_xy and the Edelstein tensor (spin, extrinsic kinetic magnetization)
@@ -6,7 +6,9 @@ for 101 chemical potentials on one Monkhorst–Pack mesh. Three configurations, 
 other from this process (same machine state, same process tree):
 
 (a) ``taskset -c 0``: one process pinned to one core (the reference);
-(b) one process on all cores (JAX's default threads; batched eigh may use 2 threads);
+(b) one process with two JAX CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``,
+    what ``qgeo_jax.parallel.use_cpu_cores()`` and the ``qgeo`` command set up): the reduction is
+    dealt out over both, eigh runs one matrix per LAPACK call (no deadlock);
 (c) two processes joined by ``jax.distributed`` (``python -m qgeo_jax.parallel -n 2``), each
     reducing half of the k-mesh on its own CPU device (``qgeo_jax.parallel``).
 
@@ -165,7 +167,12 @@ def main(argv=None):
         sys.exit(f"bench_cores needs at least 2 cores, this process may use {cores}.")
     configs = {
         "a_one_core": ["taskset", "-c", str(cores[0]), sys.executable, *common],
-        "b_threads": [sys.executable, *common],
+        "b_two_devices": [
+            "env",
+            "XLA_FLAGS=--xla_force_host_platform_device_count=2",
+            sys.executable,
+            *common,
+        ],
         "c_two_processes": [sys.executable, "-m", "qgeo_jax.parallel", "-n", "2", *common],
     }
     if args.pinned:
@@ -183,10 +190,10 @@ def main(argv=None):
         print(f"running {label}: {' '.join(cmd)}", flush=True)
         runs[label] = _run(label, cmd, args.timeout)
 
-    a, b, c = (runs[k] for k in ("a_one_core", "b_threads", "c_two_processes"))
+    a, b, c = (runs[k] for k in ("a_one_core", "b_two_devices", "c_two_processes"))
     print()
     print(
-        f"{'model':>14s} {'N':>3s} {'k-points':>9s} | {'(a) 1 core s':>12s} {'(b) threads':>11s} "
+        f"{'model':>14s} {'N':>3s} {'k-points':>9s} | {'(a) 1 core s':>12s} {'(b) 2 devs':>11s} "
         f"{'(c) 2 procs':>11s} | {'(a)/(b)':>7s} {'(a)/(c)':>7s} | {'crossover nk':>12s}"
     )
     su_a = a["meta"]["process_tree_wall_s"] - sum(

@@ -1124,7 +1124,8 @@ def _select_devices(kind: str) -> tuple:
 
     from ._bz import default_devices
 
-    if kind == "auto" or (kind == "cpu" and jax.process_count() > 1 and jax.default_backend() == "cpu"):
+    several = jax.process_count() > 1 and jax.default_backend() == "cpu"
+    if kind == "auto" or (kind == "cpu" and several):
         # Several processes (``--workers``, jax.distributed): the CPU devices of every process.
         return tuple(default_devices())
     try:
@@ -2262,7 +2263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--resume runs in one process; drop --workers to resume")
             from .parallel import launch
 
-            # The same command in N processes; each reduces its share of the mesh (see qgeo_jax.parallel).
+            # The same command in N processes, each reducing its share of the mesh.
             return launch(["-m", "qgeo_jax.cli", *argv], workers)
         cores = getattr(args, "cores", 0)
         if cores < 0:

@@ -7,12 +7,13 @@ end. Under ``jax.distributed`` those devices belong to several *processes* (one 
 CPU core), the partial sums are added by one all-reduce (NCCL on GPUs, Gloo over TCP on CPUs), and
 every process ends up holding the same, replicated result: no user code changes.
 
-Why processes rather than threads on a CPU: two XLA host devices in one process
-(``--xla_force_host_platform_device_count=2``) deadlocked in batched LAPACK ``eigh`` with jax
-0.10.2 (N ≥ 8 orbitals, zero CPU time once hung), so the package never uses them by default. Two
-processes each own one CPU device and their own LAPACK, and cannot deadlock that way.
+One machine: :func:`use_cpu_cores` splits this process's CPU into one JAX device per core (the
+``qgeo`` command does it by default): 1.93–2.03× the speed of one pinned core on 2 cores. That
+needs the per-matrix LAPACK loop of :func:`qgeo_jax._linalg.eigh` (jaxlib's batched eigh kernel
+deadlocked two host devices with jax 0.10.2). Processes (below) are the route across hosts, and a
+second route on one machine that shares no XLA runtime at all.
 
-Three ways in:
+Three ways in for processes:
 
 * :func:`run_parallel` — ``run_parallel(fn, *args, workers=2)`` runs ``fn`` in ``workers`` fresh
   processes on this machine joined by ``jax.distributed`` and returns process 0's result.
@@ -70,7 +71,10 @@ def use_cpu_cores(n: int | None = None) -> int:
     otherwise. Returns the number of CPU devices. On 2 cores: 1.93–2.03× the speed of one pinned
     core (benchmarks/bench_cores.py). For several hosts use :func:`initialize` instead.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     n = cores if n is None else int(n)
     if n < 1:
         raise ValueError(f"use_cpu_cores needs n >= 1, got {n}.")
@@ -82,7 +86,8 @@ def use_cpu_cores(n: int | None = None) -> int:
             return n
         raise RuntimeError(
             "use_cpu_cores must run before JAX starts (before any array is created); call it "
-            "right after `import qgeo_jax`, or set XLA_FLAGS=--xla_force_host_platform_device_count=N."
+            "right after `import qgeo_jax`, or set "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N."
         )
     jax.config.update("jax_num_cpu_devices", n)
     return n

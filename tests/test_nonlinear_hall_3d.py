@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import assert_close
 
 from qgeo_jax._bz import monkhorst_pack
@@ -16,6 +17,8 @@ from qgeo_jax._geometry import band_geometry
 from qgeo_jax._nonlinear_hall import nonlinear_hall_conductivity
 from qgeo_jax._occupation import fermi_dirac
 from qgeo_jax.models import from_function
+
+pytestmark = pytest.mark.slow  # 14 s; the 2D route/brute-force checks stay in the default run
 
 MU, TEMP = 0.8, 0.2
 _XG, _WG = np.polynomial.laguerre.laggauss(4)

@@ -72,6 +72,7 @@ def test_grad_intrinsic_pt_model(route):
     _check_grad(scalar, jnp.array([1.5, 0.4]))
 
 
+@pytest.mark.slow  # 13 s; the Drude/BCD gradients on lattice models stay in the default run
 def test_grad_drude_and_bcd_continuum():
     """Tilted Dirac valley: d/d(tilt, m) of χ_BCD + χ_Drude (τ = 2) on a polar mesh."""
     mesh = continuum_mesh(MassiveDirac(), k_max=1.0, n=(40, 16))

@@ -4,6 +4,7 @@ PT model, the basis inside each degenerate pair — χ must not change."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from conftest import assert_close
 from scipy.stats import unitary_group
 from test_nonlinear_kinetic import altermagnet
@@ -12,6 +13,9 @@ from test_nonlinear_kinetic_pt import pt_antiferromagnet
 from qgeo_jax._bz import monkhorst_pack
 from qgeo_jax._nonlinear_kinetic import nonlinear_kinetic_magnetization
 from qgeo_jax.models import from_function
+
+# 12 s; gauge invariance of the linear responses is in the default run
+pytestmark = pytest.mark.slow
 
 
 def _rotated(model, w):

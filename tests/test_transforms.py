@@ -160,6 +160,7 @@ def test_integrate_padding_and_weights():
     )
 
 
+@pytest.mark.slow  # 13 s; jit is exercised by every other test
 def test_eager_vs_jit():
     model = _qwz_with_pseudospin()
     mesh = bz.monkhorst_pack(model, (3, 3), shift=0.5)
