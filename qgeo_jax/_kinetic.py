@@ -61,7 +61,7 @@ from ._linalg import denominators, eigh
 # Imported at module level, never lazily inside a trace: a module first imported while JAX traces
 # would build its module-level jnp constants as tracers of that trace (a leak).
 from ._magnetoelectric import intrinsic_orbital_integrand
-from ._validate import error_if
+from ._validate import check_tau
 from ._occupation import fermi_dirac
 from ._responses import as_mu_temperature, curl_products
 from ._spectrum import DEFAULT_DEGEN_TOL, Spectrum, hamiltonian_and_gradient, spectrum
@@ -287,14 +287,7 @@ def kinetic_magnetization(
     extrinsic = mechanism == "extrinsic"
     mu, temperature = as_mu_temperature(mu, temperature, fermi_surface=extrinsic)
     if extrinsic:
-        if tau is None:
-            raise ValueError(
-                "mechanism='extrinsic' needs the relaxation time tau > 0 (units ħ/energy), "
-                "got tau=None."
-            )
-        tau = jnp.asarray(tau, dtype=jnp.float64)
-        bad = jnp.any(~(tau > 0)) | jnp.any(~jnp.isfinite(tau))
-        scale = error_if(tau, bad, "the relaxation time tau must be finite and > 0 (units ħ/energy).")
+        scale = check_tau(tau, "mechanism='extrinsic'")
     else:
         if tau is not None:
             raise ValueError(

@@ -116,7 +116,7 @@ from ._linalg import denominators
 from ._occupation import fermi_dirac
 from ._responses import _check_mesh, _curl_components, _to_vector, as_mu_temperature
 from ._spectrum import DEFAULT_DEGEN_TOL, Spectrum, eigen_velocity
-from ._validate import error_if
+from ._validate import check_tau
 from .models._base import AbstractModel
 
 ROUTES = ("fermi_surface", "fermi_sea")
@@ -398,14 +398,7 @@ def nonlinear_hall_conductivity(
             )
         qmd = _reduce(model, mesh, mu, temperature, "qmd", route, degen_tol, chunk_size)
         return intrinsic_conductivity(qmd)
-    if tau is None:
-        raise ValueError(
-            f"mechanism={mechanism!r} needs the relaxation time tau > 0 (units ħ/energy), "
-            "got tau=None."
-        )
-    tau = jnp.asarray(tau, dtype=jnp.float64)
-    bad = jnp.any(~(tau > 0)) | jnp.any(~jnp.isfinite(tau))
-    tau = error_if(tau, bad, "the relaxation time tau must be finite and > 0 (units ħ/energy).")
+    tau = check_tau(tau, f"mechanism={mechanism!r}")
     tau = jnp.broadcast_to(tau, jnp.broadcast_shapes(tau.shape, mu.shape))
     if mechanism == "berry_curvature_dipole":
         dipole = _reduce(model, mesh, mu, temperature, "bcd", route, degen_tol, chunk_size)

@@ -98,7 +98,7 @@ from ._nonlinear_hall import _polarizability
 from ._occupation import fermi_dirac
 from ._responses import as_mu_temperature, curl_products
 from ._spectrum import DEFAULT_DEGEN_TOL, hamiltonian_and_gradient, spectrum
-from ._validate import error_if
+from ._validate import check_tau
 from .models._base import AbstractModel
 
 PARTS = ("spin", "orbital")
@@ -384,14 +384,7 @@ def nonlinear_kinetic_magnetization(
             )
         scale = jnp.ones(())
     else:
-        if tau is None:
-            raise ValueError(
-                f"mechanism={mechanism!r} needs the relaxation time tau > 0 (units ħ/energy), "
-                "got tau=None."
-            )
-        tau = jnp.asarray(tau, dtype=jnp.float64)
-        bad = jnp.any(~(tau > 0)) | jnp.any(~jnp.isfinite(tau))
-        tau = error_if(tau, bad, "the relaxation time tau must be finite and > 0 (units ħ/energy).")
+        tau = check_tau(tau, f"mechanism={mechanism!r}")
         scale = tau**2 if mechanism == "extrinsic" else tau
     if part == "spin":
         scale = -jnp.asarray(g_factor, dtype=jnp.float64) * scale

@@ -94,7 +94,7 @@ from ._linalg import denominators, eigh
 from ._occupation import fermi_weights
 from ._responses import _check_mesh, as_mu_temperature
 from ._spectrum import DEFAULT_DEGEN_TOL, hamiltonian_and_gradient
-from ._validate import error_if, is_concrete
+from ._validate import check_tau, is_concrete
 
 QUANTITIES = (
     "orbital_magnetization",
@@ -586,16 +586,7 @@ def responses(
     mu, temperature = as_mu_temperature(mu, temperature, fermi_surface=extrinsic or interpolated)
     scale = None
     if extrinsic:
-        if tau is None:
-            raise ValueError(
-                f"{[q for q in quantities if q in _EXTRINSIC]} need the relaxation time tau > 0 "
-                "(units ħ/energy), got tau=None."
-            )
-        tau = jnp.asarray(tau, dtype=jnp.float64)
-        bad = jnp.any(~(tau > 0)) | jnp.any(~jnp.isfinite(tau))
-        scale = error_if(
-            tau, bad, "the relaxation time tau must be finite and > 0 (units ħ/energy)."
-        )
+        scale = check_tau(tau, str([q for q in quantities if q in _EXTRINSIC]))
     elif tau is not None:
         raise ValueError("tau is used only by the extrinsic responses; none of them is requested.")
     if chunk_size < 1:

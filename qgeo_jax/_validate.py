@@ -81,6 +81,20 @@ def error_if(x, pred, message: str):
     return eqx.error_if(x, pred, message)
 
 
+def check_tau(tau, needed_by: str):
+    """The relaxation time τ as a float64 array, checked finite and > 0 (also under jit).
+
+    ``needed_by`` names what needs it in the error for ``tau=None`` (e.g. "mechanism='extrinsic'").
+    """
+    if tau is None:
+        raise ValueError(
+            f"{needed_by} needs the relaxation time tau > 0 (units ħ/energy), got tau=None."
+        )
+    tau = jnp.asarray(tau, dtype=jnp.float64)
+    bad = jnp.any(~(tau > 0)) | jnp.any(~jnp.isfinite(tau))
+    return error_if(tau, bad, "the relaxation time tau must be finite and > 0 (units ħ/energy).")
+
+
 def _field_name(model, path) -> str:
     return type(model).__name__ + jax.tree_util.keystr(path)
 
