@@ -324,8 +324,10 @@ def _wave_packet_hessian(model, k, w, mu, temperature):
         anomalous = jnp.stack([field[1] * omega, -field[0] * omega], axis=-1)  # (E × Ω̃ ẑ)
         return -jnp.einsum("n,na->a", fermi_dirac(e_t, mu, temperature), de + anomalous)
 
-    hess = jax.vmap(lambda kk: jax.jacfwd(jax.jacfwd(current))(jnp.zeros(2), kk))
-    return jnp.einsum("k,kabc->abc", w, hess(k))
+    # lax.map, not vmap: this route calls jnp.linalg.eigh directly, and two independent *batched*
+    # LAPACK eighs in one program hung (jaxlib 0.10.2, see qgeo_jax._linalg); one matrix per call.
+    hess = jax.lax.map(lambda kk: jax.jacfwd(jax.jacfwd(current))(jnp.zeros(2), kk), k)
+    return jnp.einsum("k,kabc->abc", w, hess)
 
 
 def test_intrinsic_vs_wave_packet_route():
