@@ -8,10 +8,10 @@ CPU core), the partial sums are added by one all-reduce (NCCL on GPUs, Gloo over
 every process ends up holding the same, replicated result: no user code changes.
 
 One machine: :func:`use_cpu_cores` splits this process's CPU into one JAX device per core (the
-``qgeo`` command does it by default): 1.93–2.03× the speed of one pinned core on 2 cores. That
-needs the per-matrix LAPACK loop of :func:`qgeo_jax._linalg.eigh` (jaxlib's batched eigh kernel
-deadlocked two host devices with jax 0.10.2). Processes (below) are the route across hosts, and a
-second route on one machine that shares no XLA runtime at all.
+``qgeo`` command does it by default): 1.91–2.00× the speed of one pinned core on 2 cores. That
+needs the per-matrix LAPACK loop of :func:`qgeo_jax._linalg.eigh` (jaxlib's batched eigh
+kernel deadlocked two host devices with jax 0.10.2). Processes (below) are the route across
+hosts, and a second route on one machine that shares no XLA runtime at all.
 
 Three ways in for processes:
 
@@ -56,7 +56,7 @@ _initialized = False
 
 
 def _strip_host_devices(flags: str) -> str:
-    # Split host devices inside a worker would reintroduce the in-process LAPACK deadlock.
+    # One CPU device per worker: the processes, not host devices, split the mesh between them.
     return " ".join(
         f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")
     )

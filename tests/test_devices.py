@@ -2,9 +2,9 @@
 
 JAX fixes its device count at import, so the 2-device run happens in a subprocess with
 ``--xla_force_host_platform_device_count=2`` (two CPU "devices" that share this machine's cores).
-The models are 2-band (closed-form 2×2 eigensystem): two host devices running LAPACK eigh for
-N ≥ 8 orbitals can deadlock with jax 0.10.2, which is why the CPU default is one device per process
-and several cores are used through processes (tests/test_parallel.py).
+The models are 2-band (closed-form 2×2 eigensystem), which keeps the subprocess cheap; larger
+models go through the per-matrix LAPACK loop of qgeo_jax._linalg.eigh (jaxlib's batched eigh
+deadlocked two host devices with jax 0.10.2). Processes: tests/test_parallel.py.
 """
 
 import json
