@@ -9,15 +9,20 @@ import numpy as np
 import qgeo_jax as qg
 
 
-def random_tight_binding(norb: int, *, dim: int = 2, seed: int = 0, spin: bool = False):
+def random_tight_binding(
+    norb: int, *, dim: int = 2, seed: int = 0, spin: bool = False, on_site_spin: bool = False
+):
     """A dense-ish random tight-binding model: every orbital pair hops to all nearest cells.
 
     Complex hoppings break time reversal (non-zero Berry curvature and M^O); orbitals sit at random
-    positions inside the cell. Deterministic for a given seed.
+    positions inside the cell. Deterministic for a given seed. ``on_site_spin``: the spinor partners
+    (2a, 2a + 1) share one random site (as in a spinor Wannier basis) instead of two.
     """
     rng = np.random.default_rng(seed)
     lattice = np.eye(dim)
     positions = rng.uniform(0, 1, size=(norb, dim))
+    if spin and on_site_spin:  # spinor partners share a site, as in spinor Wannier bases
+        positions = np.repeat(positions[: norb // 2], 2, axis=0)
     onsite = rng.normal(size=norb)
     hops = []
     unit = [tuple(int(i == a) for i in range(dim)) for a in range(dim)]

@@ -151,6 +151,13 @@ def main(argv=None):
         default=None,
         help="random-model sizes (default 4 8 16 32 64)",
     )
+    p.add_argument(
+        "--split-spinors",
+        action="store_true",
+        help="put the two spinor partners of the random models on different sites (the spin "
+        "operators then do not commute with the positions and the pipeline keeps the e^{ik·τ} "
+        "phase; the default puts them on one site, as in a spinor Wannier basis)",
+    )
     args = p.parse_args(argv)
     mus = jnp.linspace(-1.0, 1.0, 101)
     # k-points per case: about the same floor time (~0.25 s, --quick ~0.06 s) for every N, taking
@@ -170,7 +177,11 @@ def main(argv=None):
         ),
         ("Haldane", qg.models.Haldane(t2=0.15, phi=np.pi / 2, delta=0.2), (side(2),) * 2),
     ] + [
-        (f"random-TB-{n}", random_tight_binding(n, dim=2, seed=n, spin=True), (side(n),) * 2)
+        (
+            f"random-TB-{n}",
+            random_tight_binding(n, dim=2, seed=n, spin=True, on_site_spin=not args.split_spinors),
+            (side(n),) * 2,
+        )
         for n in norbs
     ]
     records = [

@@ -19,7 +19,12 @@ chunk of k-points,
    U†∂H U for Ω, m, F and Φ, else only the diagonals Σ_i conj(U_in)(∂H U)_in. The spin Berry
    curvature Φ_n^{ij} = −2 Im Σ_α U*_{αn} (S^i U Z^j)_{αn}, Z^j_{mn} = v^j_{mn}/(E_n − E_m)², costs
    d GEMMs (U Z^j) when the spin operators are sparse (S^i x by gathers: 1 ⊗ σ/2 has 2 non-zeros
-   per row), instead of the rotation U†S U (6 GEMMs);
+   per row), instead of the rotation U†S U (6 GEMMs); and when S = ½σ on pairs of basis states
+   (spinor orbitals in any ordering) all three U†S^iU come from G = U_↑†U_↑ and K = U_↑†U_↓,
+   two half-size GEMMs (one GEMM's worth, :func:`_spin_half_pairs`). For the positions
+   convention the pipeline drops the diagonal phase e^{ik·τ} when the spin operators are on-site
+   (:func:`_phase_free`): spectrum and band-basis matrices are unchanged, and 3n² phase factors
+   per k are not recomputed inside XLA's fused consumers;
 3. the features A_{kn} of every requested quantity, stacked into three matrices (one per weight w);
 4. ONE contraction per weight: [μ × (k, n)] @ [(k, n) × features] (``mu_method="exact"``), or a
    deposit of the features on a uniform energy grid (``mu_method="interpolated"``, see below).
@@ -162,6 +167,35 @@ def _sparse_spin(model):
     return _Static(order.astype(np.int32), np.take_along_axis(s, order, axis=-1))
 
 
+def _spin_half_pairs(model):
+    """Concrete S = ½σ on pairs of basis states: (up, down) index arrays, or None.
+
+    True when the basis splits into pairs (u_a, d_a) with S^z = ½(|u⟩⟨u| − |d⟩⟨d|),
+    S^x = ½(|u⟩⟨d| + |d⟩⟨u|), S^y = ½(−i|u⟩⟨d| + i|d⟩⟨u|) — spinor orbitals in any ordering
+    (1 ⊗ σ/2, σ/2 ⊗ 1, Wannier90's). Then the band-basis spin matrices come from the two half-size
+    products G = U_u†U_u and K = U_u†U_d (rows of U on the up / down states): S^z = G − 1/2,
+    S^x = (K + K†)/2, S^y = −i(K − K†)/2 (using U_d†U_d = 1 − G), one GEMM's worth for all three.
+    """
+    s = model.spin_operators()
+    if s is None or not is_concrete(s):
+        return None
+    s = np.asarray(s)
+    n = s.shape[-1]
+    diag = np.real(np.diagonal(s[2]))
+    up, down = np.flatnonzero(diag > 0.25), np.flatnonzero(diag < -0.25)
+    if n % 2 or up.size != n // 2 or down.size != n // 2:
+        return None
+    partner = np.argmax(np.abs(s[0][up][:, down]), axis=1)
+    down = down[partner]
+    ref = np.zeros((3, n, n), complex)
+    ref[2, up, up], ref[2, down, down] = 0.5, -0.5
+    ref[0, up, down] = ref[0, down, up] = 0.5
+    ref[1, up, down], ref[1, down, up] = -0.5j, 0.5j
+    if not np.array_equal(s, ref.astype(s.dtype)):
+        return None
+    return _Static(up.astype(np.int32), down.astype(np.int32))
+
+
 def _vector_components(dim: int) -> tuple[int, ...]:
     """Components i of an axial vector X^i = X^{ab} (a, b < dim) that a dim-D model can have."""
     return tuple(i for i, a, b in _CYCLIC if a < dim and b < dim)
@@ -191,7 +225,8 @@ def magnetoelectric_kernel(energies, velocity, degen_tol):
     mm = _mm(velocity[ia], conn[ib]) - _mm(velocity[ib], conn[ia])
     mm = 0.5 * (mm + vn[ia][:, None, :] * conn[ib] - vn[ib][:, None, :] * conn[ia])
     # B^j_{nm} = 𝒜^j_{nm}/(E_n − E_m) = −i v^j_{nm}/(E_n − E_m)²; we need its transpose [m, n].
-    bt = jnp.swapaxes(-1j * velocity * inv2.astype(cdt), -1, -2)
+    # v is Hermitian, so v_{mn} = conj(v_{nm}): no transposed copy needed.
+    bt = -1j * jnp.conj(velocity) * inv2.astype(cdt)
     f = jnp.sum(mm[:, None] * bt[None], axis=-2)  # [i, j, n] = Σ_m m^i_{mn} B^j_{nm}
     return 2.0 * jnp.real(jnp.moveaxis(f, -1, 0)), comps
 
@@ -210,8 +245,33 @@ def _hopping_matrices(model, groups):
     )
 
 
-def _hamiltonian_and_gradient(model, k, groups, t_r):
-    """H(k) and the lean ∂_a H(k) (a < dim): the model's own route, or the grouped-hopping one."""
+def _phase_free(model, spin: bool) -> bool:
+    """True if the pipeline may work in the gauge without the positions phase D = e^{ik·τ}.
+
+    With the positions convention H = D† X D, X = Σ_R T_R e^{ik·R}, and
+    ∂_a H = D†(∂_a X + i X ∘ (τ_j − τ_i)_a)D (elementwise in ij). Every band-basis matrix the
+    pipeline forms, U†(∂H)U and U†S U, is the same with (X, U_X = D U) in place of (H, U) —
+    provided S couples only orbitals at the same position ([S, τ] = 0, true for on-site spin).
+    Dropping D saves the 3n² complex phase factors per k that XLA recomputed inside each fused
+    consumer (~0.2 of an eigh at n = 64).
+    """
+    if _hopping_groups(model) is None or model.convention != "positions":
+        return False
+    if not spin:
+        return True
+    s = model.spin_operators()
+    if s is None or not is_concrete(s) or not is_concrete(model.reduced_positions):
+        return False
+    tau = np.asarray(model.reduced_positions)
+    same = np.all(tau[:, None, :] == tau[None, :, :], axis=-1)
+    return bool(np.all((np.asarray(s) == 0) | same[None]))
+
+
+def _hamiltonian_and_gradient(model, k, groups, t_r, phase: bool = True):
+    """H(k) and the lean ∂_a H(k) (a < dim): the model's own route, or the grouped-hopping one.
+
+    ``phase=False`` (positions convention only): return D H D† and D ∂_aH D† instead, the same
+    spectrum and band-basis matrix elements (see :func:`_phase_free`)."""
     if groups is None:
         return hamiltonian_and_gradient(model, k, pad=False)
     unique, _ = groups.arrays
@@ -229,7 +289,8 @@ def _hamiltonian_and_gradient(model, k, groups, t_r):
         # h_ij = e^{-ik·τ_i} X_ij e^{ik·τ_j}; ∂_a brings down i(τ_j − τ_i)_a
         dtau = (tau.T[:, None, :] - tau.T[:, :, None]).astype(cplx)  # [a, i, j] = τ_j − τ_i
         x = jnp.concatenate([x[:1], x[1:] + 1j * dtau * x[:1]], axis=0)
-        x = jnp.conj(d)[None, :, None] * x * d[None, None, :]
+        if phase:
+            x = jnp.conj(d)[None, :, None] * x * d[None, None, :]
     full = x + jnp.conj(jnp.swapaxes(x, -1, -2))
     h = full[0] + jnp.diag(model.onsite.astype(cplx))
     return h, full[1:]
@@ -273,7 +334,7 @@ def _features(model, k, plan, degen_tol, t_r=None):
     need_full_v = need_omega_m or "kinetic_spin_intrinsic" in q or "kinetic_orbital_intrinsic" in q
     need_vdiag = need_full_v or bool(set(_EXTRINSIC) & set(q))
 
-    h, dh = _hamiltonian_and_gradient(model, k, plan.hoppings, t_r)
+    h, dh = _hamiltonian_and_gradient(model, k, plan.hoppings, t_r, phase=not plan.phase_free)
     energies, u = eigh(h, degen_tol)
     inv1, inv2, degenerate = denominators(energies, degen_tol)
     uh = jnp.conj(u.T)
@@ -282,7 +343,9 @@ def _features(model, k, plan, degen_tol, t_r=None):
 
     v = vdiag = None
     if need_full_v:
-        v = _mm(_mm(uh[None], dh), u[None])  # (dim, n, n)
+        # ∂H U as a dot for 2 < n ≤ 4 too: a broadcast-reduce made XLA fuse (and repeat n times)
+        # the construction of ∂H into the product, 1.3 µs per k at n = 4 (n = 2: broadcast wins).
+        v = _mm(uh[None], _mm(dh, u[None]) if n <= 2 else dh @ u[None])  # (dim, n, n)
         vdiag = jnp.real(jnp.diagonal(v, axis1=-2, axis2=-1)).T  # (n, dim)
     elif need_vdiag:
         vdiag = _band_diagonal(u, dh)
@@ -290,10 +353,10 @@ def _features(model, k, plan, degen_tol, t_r=None):
     if need_omega_m:
         vc = _vector_components(dim)
         if dim == 2:
-            im = jnp.imag(v[0] * v[1].T)[None]
+            im = jnp.imag(v[0] * jnp.conj(v[1]))[None]  # v^y_{mn} = conj(v^y_{nm})
         else:
             im = (
-                jnp.stack([jnp.imag(v[a] * v[b].T) for i, a, b in _CYCLIC if i in vc])
+                jnp.stack([jnp.imag(v[a] * jnp.conj(v[b])) for i, a, b in _CYCLIC if i in vc])
                 if vc
                 else jnp.zeros((0, n, n))
             )
@@ -311,18 +374,43 @@ def _features(model, k, plan, degen_tol, t_r=None):
             # Φ_n^{ij} = −2 Im Σ_m S^i_{nm} v^j_{mn} (E_n − E_m)^{-2}
             #          = −2 Im Σ_α U*_{αn} (S^i U Z^j)_{αn}, Z^j_{mn} = v^j_{mn}/(E_n − E_m)²:
             # dim GEMMs U Z^j, and S^i (U Z^j) by sparse gathers if
-            # S is sparse; else the rotation U†S U (2 GEMMs per spin component).
+            # S is sparse; else the rotation U†S U (2 GEMMs per spin component). For S = ½σ on
+            # pairs of basis states (any spinor model) U†S U costs one GEMM in all, from the two
+            # half-size products of _spin_half_pairs.
             z = v * inv2.astype(v.dtype)
-            if plan.spin_sparse is not None:
+            if plan.spin_half is not None and n > 2:
+                up, down = plan.spin_half.arrays
+                uu_h = jnp.conj(u[up].T)
+                g, kk = _mm(uu_h, u[up]), _mm(uu_h, u[down])
+                kh = jnp.conj(kk.T)
+                s_band = jnp.stack(
+                    [0.5 * (kk + kh), -0.5j * (kk - kh), g - 0.5 * jnp.eye(n, dtype=g.dtype)]
+                )
+                phi = -2.0 * jnp.sum(jnp.imag(s_band[:, None] * jnp.conj(v)[None]) * inv2, axis=-1)
+            elif plan.spin_sparse is not None:
                 w = jnp.stack(
                     [_spin_times(plan, s, _mm(u, z[j])) for j in range(dim)], axis=1
                 )  # (3, dim, α, n)
                 phi = -2.0 * jnp.imag(jnp.sum(jnp.conj(u)[None, None] * w, axis=-2))  # (3, dim, n)
             else:
                 s_band = _mm(_mm(uh[None], s), u[None])
-                phi = -2.0 * jnp.sum(
-                    jnp.imag(s_band[:, None] * jnp.swapaxes(v, -1, -2)[None]) * inv2, axis=-1
-                )
+                phi = -2.0 * jnp.sum(jnp.imag(s_band[:, None] * jnp.conj(v)[None]) * inv2, axis=-1)
+
+    # Everything that is averaged over degenerate sets goes through ONE masked average (one small
+    # product per k instead of one per array; at n = 4 they cost ~0.1 of an eigh each).
+    to_avg = {}
+    if "kinetic_spin_extrinsic" in q:
+        to_avg["spin"] = spin_diag
+    if set(_EXTRINSIC) & set(q):
+        to_avg["v"] = vdiag
+    if "kinetic_orbital_extrinsic" in q:
+        to_avg["m"] = morb
+    if "kinetic_orbital_intrinsic" in q:
+        to_avg["F"] = magnetoelectric_kernel(energies, v, degen_tol)[0].reshape(n, -1)
+    if to_avg:
+        stacked = avg(jnp.concatenate(list(to_avg.values()), axis=1))
+        cuts = np.cumsum([x.shape[1] for x in to_avg.values()])[:-1]
+        to_avg = dict(zip(to_avg, jnp.split(stacked, cuts, axis=1), strict=True))
 
     blocks = {"f": [], "g": [], "d": []}
     for name in q:
@@ -333,15 +421,13 @@ def _features(model, k, plan, degen_tol, t_r=None):
             blocks["f"].append(omega)
         elif name == "spin_magnetization":
             blocks["f"].append(spin_diag)
-        elif name == "kinetic_spin_extrinsic":
-            blocks["d"].append((avg(spin_diag)[:, :, None] * avg(vdiag)[:, None, :]).reshape(n, -1))
-        elif name == "kinetic_orbital_extrinsic":
-            blocks["d"].append((avg(morb)[:, :, None] * avg(vdiag)[:, None, :]).reshape(n, -1))
+        elif name in _EXTRINSIC:
+            x = to_avg["spin" if name == "kinetic_spin_extrinsic" else "m"]
+            blocks["d"].append((x[:, :, None] * to_avg["v"][:, None, :]).reshape(n, -1))
         elif name == "kinetic_spin_intrinsic":
             blocks["f"].append(phi.transpose(2, 0, 1).reshape(n, -1))
         elif name == "kinetic_orbital_intrinsic":
-            f, _ = magnetoelectric_kernel(energies, v, degen_tol)
-            blocks["f"].append(avg(f).reshape(n, -1))
+            blocks["f"].append(to_avg["F"])
     cat = lambda bs: jnp.concatenate(bs, axis=1) if bs else jnp.zeros((n, 0))
     return energies, {w: cat(bs) for w, bs in blocks.items()}
 
@@ -353,6 +439,8 @@ class _Plan(eqx.Module):
     dim: int = eqx.field(static=True)
     hoppings: _Static | None = eqx.field(static=True, default=None)
     spin_sparse: _Static | None = eqx.field(static=True, default=None)
+    spin_half: _Static | None = eqx.field(static=True, default=None)
+    phase_free: bool = eqx.field(static=True, default=False)
 
     def widths(self):
         """[(name, weight, width)] in the order _features appends them."""
@@ -598,6 +686,8 @@ def responses(
         dim=model.dim,
         hoppings=_hopping_groups(model),
         spin_sparse=_sparse_spin(model) if spin else None,
+        spin_half=_spin_half_pairs(model) if "kinetic_spin_intrinsic" in quantities else None,
+        phase_free=_phase_free(model, spin),
     )
     if interpolated:
         if interp_points is None:

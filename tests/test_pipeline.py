@@ -37,8 +37,12 @@ from qgeo_jax.models import PAULI, RashbaLattice, TightBinding
 TAU = 1.7
 
 
-def random_spinful_tb(norb, dim, seed):
-    """Random complex hoppings to nearest cells, random orbital positions, S = 1 ⊗ σ/2."""
+def random_spinful_tb(norb, dim, seed, *, on_site=False, spin_first=False):
+    """Random complex hoppings to nearest cells, random orbital positions, S = 1 ⊗ σ/2.
+
+    ``on_site``: the two spinor partners share a position (as in a spinor Wannier basis);
+    ``spin_first``: S = σ/2 ⊗ 1 (all up orbitals first, then all down).
+    """
     rng = np.random.default_rng(seed)
     hops = []
     unit = [tuple(int(i == a) for i in range(dim)) for a in range(dim)]
@@ -47,10 +51,15 @@ def random_spinful_tb(norb, dim, seed):
             if R == (0,) * dim and j <= i:
                 continue
             hops.append(((rng.normal() + 1j * rng.normal()) * 0.5 / np.sqrt(norb), i, j, R))
-    spin = np.stack([np.kron(np.eye(norb // 2), s / 2) for s in PAULI])
-    return TightBinding(
-        np.eye(dim), rng.uniform(size=(norb, dim)), rng.normal(size=norb), hops, spin=spin
-    )
+    if spin_first:
+        spin = np.stack([np.kron(s / 2, np.eye(norb // 2)) for s in PAULI])
+    else:
+        spin = np.stack([np.kron(np.eye(norb // 2), s / 2) for s in PAULI])
+    positions = rng.uniform(size=(norb, dim))
+    if on_site:
+        site = np.arange(norb) % (norb // 2) if spin_first else np.arange(norb) // 2
+        positions = positions[site]
+    return TightBinding(np.eye(dim), positions, rng.normal(size=norb), hops, spin=spin)
 
 
 def standalone(model, mesh, name, mu, temperature, chunk):
@@ -85,7 +94,39 @@ CASES = {
         QUANTITIES,
     ),
     "random8": (lambda: random_spinful_tb(8, 2, 11), (8, 8), QUANTITIES),
+    # on-site spin: the pipeline drops the positions phase and uses the spin-½ pair products
+    "random8_on_site": (
+        lambda: random_spinful_tb(8, 2, 12, on_site=True, spin_first=True),
+        (8, 8),
+        QUANTITIES,
+    ),
 }
+
+
+def test_fast_paths_are_chosen_only_when_valid():
+    """The spin-½ pair split and the phase-free gauge apply exactly when their conditions hold."""
+    from qgeo_jax._pipeline import _phase_free, _spin_half_pairs
+
+    inter = random_spinful_tb(8, 2, 1, spin_first=False, on_site=True)
+    blocked = random_spinful_tb(8, 2, 1, spin_first=True, on_site=True)
+    moved = random_spinful_tb(8, 2, 1, spin_first=True, on_site=False)
+    up, down = _spin_half_pairs(inter).arrays
+    np.testing.assert_array_equal(up, [0, 2, 4, 6])
+    np.testing.assert_array_equal(down, [1, 3, 5, 7])
+    up, down = _spin_half_pairs(blocked).arrays
+    np.testing.assert_array_equal(up, [0, 1, 2, 3])
+    np.testing.assert_array_equal(down, [4, 5, 6, 7])
+    assert _phase_free(inter, True) and _phase_free(blocked, True)
+    assert not _phase_free(moved, True)  # S couples orbitals at different positions
+    assert _phase_free(moved, False)  # no spin needed: always allowed
+    assert not _phase_free(RashbaLattice(alpha=0.6), True)  # not a TightBinding
+    # not ½σ on pairs: scaled, or a rotated spin axis
+    s = np.asarray(blocked.spin_operators())
+    for bad in (1.5 * s, s[[1, 2, 0]]):
+        model = TightBinding(
+            np.eye(2), blocked.positions(), blocked.onsite, [(1.0, 0, 1, (1, 0))], spin=bad
+        )
+        assert _spin_half_pairs(model) is None
 
 
 @pytest.mark.parametrize("case", list(CASES))
