@@ -246,7 +246,8 @@ def _hopping_matrices(model, groups):
 
 
 def _phase_free(model, spin: bool) -> bool:
-    """True if the pipeline may work in the gauge without the positions phase D = e^{ik·τ}.
+    """True if the grouped-hopping route of a TightBinding model may work in the gauge without
+    the positions phase D = e^{ik·τ}.
 
     With the positions convention H = D† X D, X = Σ_R T_R e^{ik·R}, and
     ∂_a H = D†(∂_a X + i X ∘ (τ_j − τ_i)_a)D (elementwise in ij). Every band-basis matrix the
@@ -255,7 +256,7 @@ def _phase_free(model, spin: bool) -> bool:
     Dropping D saves the 3n² complex phase factors per k that XLA recomputed inside each fused
     consumer (~0.2 of an eigh at n = 64).
     """
-    if _hopping_groups(model) is None or model.convention != "positions":
+    if getattr(model, "convention", None) != "positions":
         return False
     if not spin:
         return True
@@ -377,8 +378,7 @@ def _features(model, k, plan, degen_tol, t_r=None):
             # S is sparse; else the rotation U†S U (2 GEMMs per spin component). For S = ½σ on
             # pairs of basis states (any spinor model) U†S U costs one GEMM in all, from the two
             # half-size products of _spin_half_pairs.
-            z = v * inv2.astype(v.dtype)
-            if plan.spin_half is not None and n > 2:
+            if plan.spin_half is not None:
                 up, down = plan.spin_half.arrays
                 uu_h = jnp.conj(u[up].T)
                 g, kk = _mm(uu_h, u[up]), _mm(uu_h, u[down])
@@ -386,14 +386,15 @@ def _features(model, k, plan, degen_tol, t_r=None):
                 s_band = jnp.stack(
                     [0.5 * (kk + kh), -0.5j * (kk - kh), g - 0.5 * jnp.eye(n, dtype=g.dtype)]
                 )
-                phi = -2.0 * jnp.sum(jnp.imag(s_band[:, None] * jnp.conj(v)[None]) * inv2, axis=-1)
             elif plan.spin_sparse is not None:
+                z = v * inv2.astype(v.dtype)
                 w = jnp.stack(
                     [_spin_times(plan, s, _mm(u, z[j])) for j in range(dim)], axis=1
                 )  # (3, dim, α, n)
                 phi = -2.0 * jnp.imag(jnp.sum(jnp.conj(u)[None, None] * w, axis=-2))  # (3, dim, n)
             else:
                 s_band = _mm(_mm(uh[None], s), u[None])
+            if phi is None:  # from the band-basis spin matrices (v_{mn} = conj(v_{nm}))
                 phi = -2.0 * jnp.sum(jnp.imag(s_band[:, None] * jnp.conj(v)[None]) * inv2, axis=-1)
 
     # Everything that is averaged over degenerate sets goes through ONE masked average (one small
@@ -681,13 +682,16 @@ def responses(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
     chunk_size = min(chunk_size, mesh.size)
     spin = bool(set(_SPIN) & set(quantities))
+    groups = _hopping_groups(model)
+    # the ½σ-pair split pays from n = 4 on; at n = 2 the sparse gathers were measured faster
+    spin_half = "kinetic_spin_intrinsic" in quantities and model.norb > 2
     plan = _Plan(
         quantities=quantities,
         dim=model.dim,
-        hoppings=_hopping_groups(model),
+        hoppings=groups,
         spin_sparse=_sparse_spin(model) if spin else None,
-        spin_half=_spin_half_pairs(model) if "kinetic_spin_intrinsic" in quantities else None,
-        phase_free=_phase_free(model, spin),
+        spin_half=_spin_half_pairs(model) if spin_half else None,
+        phase_free=groups is not None and _phase_free(model, spin),
     )
     if interpolated:
         if interp_points is None:
