@@ -23,7 +23,8 @@ mechanism    χ^{ijk} (symmetrised in j, k)                                     
 extrinsic    τ² Σ_n∫ X_n^i ∂_j∂_k f0 = τ² Σ_n∫ f0 ∂_j∂_k X_n^i                     T-odd
              = −τ² Σ_n∫ ∂_j X_n^i v_n^k f0'                                       P-even
 tau_linear   τ Σ_n∫ Y_n^{ij} v_n^k f0' = −τ Σ_n∫ f0 ∂_k Y_n^{ij}                  T-even
-intrinsic    Σ_n∫ [f0 X_n^{(2)ijk} − ½ f0' G_n^{jk} X_n^i]   (spin only)          T-odd
+intrinsic    spin: Σ_n∫ [f0 X_n^{(2)ijk} − ½ f0' G_n^{jk} X_n^i]                 T-odd
+             orbital (insulators, T = 0): ½ ∂α_{jk}/∂B_i (Maxwell relation)
 ==========  ==================================================================  ==========
 
 * **extrinsic** (τ²): the observable carried by the second-order Boltzmann distribution
@@ -64,8 +65,13 @@ intrinsic    Σ_n∫ [f0 X_n^{(2)ijk} − ½ f0' G_n^{jk} X_n^i]   (spin only)  
   in size: 7e-13). The f0' term (metals only) uses the Gao–Yang–Niu band energy; we could not
   read the paper's own equations (only its abstract was accessible) and have no independent
   check of this term: with the Stark energy +½e²G (energy relative to the unshifted centre) it
-  would change sign. The orbital intrinsic term is not implemented (the second-order
-  correction of m_n needs the field-dressed moment operator; not derived here).
+  would change sign.
+* **intrinsic** (τ⁰, orbital): for band insulators at T = 0 (μ in a gap), derived here in
+  :mod:`qgeo_jax._nonlinear_orbital` from the Maxwell relation χ^{ijk} = ½ ∂α_{jk}/∂B_i (α the
+  static electronic polarizability per volume) with the magnetic field to first order by the
+  magnetic Moyal product in k-space; verified against open flakes with +eE·r (extrapolated in
+  size: 1e-5, 1.5e-7 with larger flakes). The metallic τ⁰ orbital term (its Fermi-surface parts)
+  is not derived; metals raise an error.
 
 Symmetry (tested): under time reversal τ → −τ and X is T-odd, so τ⁰ and τ² terms need broken T,
 the τ¹ term survives in nonmagnetic crystals; all three are P-even (X even, EE even) and survive
@@ -94,6 +100,8 @@ from ._geometry import degenerate_average
 from ._kinetic import _fermi_derivative, spin_berry_curvature
 from ._linalg import denominators, eigh
 from ._magnetoelectric import magnetoelectric_interband
+from ._nonlinear_orbital import chi_integrand as orbital_chi_integrand
+from ._nonlinear_orbital import intrinsic_orbital_chi
 from ._nonlinear_hall import _polarizability
 from ._occupation import fermi_dirac
 from ._responses import as_mu_temperature, curl_products
@@ -300,6 +308,10 @@ def nonlinear_kinetic_integrand(
     mu, temperature = jnp.broadcast_arrays(
         jnp.asarray(mu, jnp.float64), jnp.asarray(temperature, jnp.float64)
     )
+    if (part, mechanism) == ("orbital", "intrinsic"):
+        k = jnp.asarray(k, dtype=jnp.float64)
+        chi, _ = orbital_chi_integrand(model, k, mu.reshape(-1), degen_tol)
+        return chi.reshape(mu.shape + (3, 3, 3))
     out = _INTEGRANDS[mechanism](model, k, mu, temperature, part, route, degen_tol)
     return -jnp.asarray(g_factor, jnp.float64) * out if part == "spin" else out
 
@@ -317,12 +329,6 @@ def _validate(model, part, mechanism, route):
         raise ValueError(
             f"part='spin' needs spin operators, but {type(model).__name__} has none (give `spin=` "
             "to TightBinding/from_function, or use a spinful model such as Rashba)."
-        )
-    if (part, mechanism) == ("orbital", "intrinsic"):
-        raise ValueError(
-            "part='orbital', mechanism='intrinsic' (τ⁰ second-order orbital magnetization) is not "
-            "implemented: it needs the second-order correction of the orbital moment, not derived "
-            "here. Available: orbital extrinsic (τ²) and tau_linear (τ¹)."
         )
 
 
@@ -356,17 +362,21 @@ def nonlinear_kinetic_magnetization(
     * ``"tau_linear"`` (τ¹, T-even; Xiao et al., PRL 130, 166302 (2023),
       doi:10.1103/PhysRevLett.130.166302): :math:`χ^{ijk} = τ\sum_n\int Y_n^{ij} v_n^k f_0'`,
       Y = −gΦ_n or F_n (orbital: derived here);
-    * ``"intrinsic"`` (τ⁰, T-odd, spin only; Xiao et al., PRL 129, 086602 (2022),
+    * ``"intrinsic"`` (τ⁰, T-odd). Spin (Xiao et al., PRL 129, 086602 (2022),
       doi:10.1103/PhysRevLett.129.086602; projector formulation derived here):
       :math:`χ^{ijk} = −g\sum_n\int[f_0\,\mathrm{Tr}(S^i P_n^{(2)jk}) − ½ f_0' G_n^{jk}⟨S^i⟩_n]`.
+      Orbital (derived here, :mod:`qgeo_jax._nonlinear_orbital`): band insulators only, T = 0,
+      μ in a gap, Monkhorst–Pack mesh: :math:`χ^{ijk} = ½\,∂α_{jk}/∂B_i` with α the static
+      electronic polarizability, the B-derivative taken analytically in k-space; a band crossing
+      μ, T > 0 or another mesh raise a clear error.
 
     See the module docstring for derivations, symmetry and units. ``route`` (extrinsic and
     tau_linear): ``"fermi_surface"`` (default; one k-derivative by autodiff, weights f0', needs
     T > 0) or ``"fermi_sea"`` (all k-derivatives on the band quantity by forward-mode autodiff,
     weights f0; on a lattice the two agree — on a continuum mesh only if f0 vanishes at its edge).
     ``tau`` (units ħ/E, finite > 0, may broadcast with μ, T) is required for extrinsic and
-    tau_linear and forbidden for intrinsic. The intrinsic term accepts T ≥ 0 (at T = 0 its f0'
-    term is dropped: exact for insulators, μ in a gap).
+    tau_linear and forbidden for intrinsic. The intrinsic spin term accepts T ≥ 0 (at T = 0 its
+    f0' term is dropped: exact for insulators, μ in a gap); the intrinsic orbital term needs T = 0.
 
     Returns χ of shape broadcast(mu, temperature[, tau]) + (3, 3, 3). One jit-compiled,
     differentiable pass over ``mesh``; μ, T, τ, g and model parameter values do not recompile.
@@ -386,6 +396,8 @@ def nonlinear_kinetic_magnetization(
     else:
         tau = check_tau(tau, f"mechanism={mechanism!r}")
         scale = tau**2 if mechanism == "extrinsic" else tau
+    if (part, mechanism) == ("orbital", "intrinsic"):
+        return intrinsic_orbital_chi(model, mesh, mu, temperature, degen_tol, chunk_size)
     if part == "spin":
         scale = -jnp.asarray(g_factor, dtype=jnp.float64) * scale
     return _nonlinear(

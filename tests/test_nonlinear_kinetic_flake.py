@@ -29,8 +29,10 @@ from qgeo_jax._nonlinear_kinetic import nonlinear_kinetic_magnetization
 from qgeo_jax._realspace import build_flake, flake_spin_density
 
 
-def _flake_second_order_spin(flake, mu=0.0):
-    """χ^{cab} of ⟨S⟩ per area, δ⟨S^c⟩/A = χ^{cab}E_aE_b, by density-matrix perturbation theory."""
+def _second_order_projector(flake, mu=0.0):
+    """Eigenvectors U and the second-order occupied projector P2^{ab} in their basis,
+    P(E) = P0 + E_a P1^a + E_aE_b P2^{ab} (symmetric in a, b), by density-matrix perturbation theory
+    of the flake in the potential +e E·(r − r_c)."""
     h = np.asarray(flake.hamiltonian)
     energies, u = np.linalg.eigh(h)
     occ = energies < mu
@@ -49,7 +51,12 @@ def _flake_second_order_spin(flake, mu=0.0):
         for b in range(2):
             comm = v[b] @ p1[a] - p1[a] @ v[b]
             p2[a, b] = -comm * inv + same * (p1[a] @ p1[b])
-    p2 = 0.5 * (p2 + p2.transpose(1, 0, 2, 3))
+    return u, 0.5 * (p2 + p2.transpose(1, 0, 2, 3))
+
+
+def _flake_second_order_spin(flake, mu=0.0):
+    """χ^{cab} of ⟨S⟩ per area, δ⟨S^c⟩/A = χ^{cab}E_aE_b, by density-matrix perturbation theory."""
+    u, p2 = _second_order_projector(flake, mu)
     s_orb = np.asarray(flake.orbital_spin)
     ub = u.reshape(flake.n_cells, flake.norb, -1)
     n = u.shape[0]
