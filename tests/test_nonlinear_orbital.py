@@ -188,3 +188,43 @@ def test_clear_errors():
         nonlinear_kinetic_magnetization(dirac, continuum_mesh(dirac, n=(8, 8)), mu=0.0, **KW)
     with pytest.raises(ValueError, match="relaxation time"):
         nonlinear_kinetic_magnetization(m, mesh, mu=-0.4, tau=1.0, **KW)
+
+
+@pytest.mark.slow  # 25 s
+def test_rotation_covariance_3d():
+    """Rotating a 3D crystal (H'(k) = H(Rᵀk), lattice and positions rotated) rotates χ as an axial
+    vector ⊗ two polar vectors, χ' = R⊗R⊗R χ (proper R): every ε_{icd} bracket and index."""
+    m = _random_3d()
+    rng = np.random.default_rng(7)
+    rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    rot *= np.sign(np.linalg.det(rot))
+    lattice = np.asarray(m.lattice) @ rot.T
+    pos = np.asarray(m.positions()) @ rot.T
+    rotated = from_function(
+        lambda k, p: m.hamiltonian(jnp.asarray(rot.T) @ k), {}, dim=3, lattice=lattice,
+        positions=pos,
+    )
+    chi = np.asarray(_chi(m, (6, 6, 6), mu=-0.8))
+    chi_r = np.asarray(_chi(rotated, (6, 6, 6), mu=-0.8))
+    expected = np.einsum("ia,jb,kc,abc->ijk", rot, rot, rot, chi)
+    assert np.abs(chi).max() > 1e-4
+    assert_close(chi_r, expected, rtol=1e-9, atol=1e-12 * np.abs(chi).max())
+
+
+@pytest.mark.slow  # 50 s (compiles the gradient twice)
+def test_exactly_degenerate_bands():
+    """Two identical copies of a model (every band exactly doubly degenerate, the degenerate
+    eigenvectors arbitrary): χ and its parameter gradient are exactly twice the single copy's."""
+    def doubled(delta):
+        base = models.Haldane(**dict(TRIVIAL, delta=delta))
+        return from_function(
+            lambda k, p: jnp.kron(base.hamiltonian(k), jnp.eye(2)), {}, dim=2,
+            lattice=np.asarray(base.lattice), positions=np.repeat(np.asarray(base.positions()), 2, 0),
+        )
+
+    single = lambda d: _chi(models.Haldane(**dict(TRIVIAL, delta=d)), (12, 12))[2, 0, 0]
+    double = lambda d: _chi(doubled(d), (12, 12))[2, 0, 0]
+    assert_close(double(2.0), 2 * single(2.0), rtol=1e-10)
+    g1, g2 = jax.grad(single)(2.0), jax.grad(double)(2.0)
+    assert np.isfinite(float(g2))
+    assert_close(g2, 2 * g1, rtol=1e-8)
