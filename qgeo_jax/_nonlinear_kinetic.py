@@ -303,6 +303,9 @@ def nonlinear_kinetic_integrand(
     """k-resolved density of :func:`nonlinear_kinetic_magnetization` per unit τ^p (p = 2, 1, 0).
 
     Includes −g for the spin part; no validation of T or τ. Output broadcast(mu, T) + (3, 3, 3).
+    The orbital τ⁰ density is the zero-temperature insulator one (states below μ filled, T not
+    used); it is k-local only up to total derivatives, so only its sum over the whole periodic zone
+    is physical.
     """
     _validate(model, part, mechanism, route)
     mu, temperature = jnp.broadcast_arrays(

@@ -130,7 +130,10 @@ def _pad_lambda(lam2):
     return jnp.asarray(lam)
 
 
-@pytest.mark.parametrize("route", ["fermi_surface", "fermi_sea"])
+# the Fermi-sea route is also checked against the surface route on lattices (default run)
+@pytest.mark.parametrize(
+    "route", ["fermi_surface", pytest.param("fermi_sea", marks=pytest.mark.slow)]
+)
 def test_tilted_dirac_closed_form(dirac_mesh, route):
     """BCD and quantum-metric dipole of one tilted Dirac valley vs the exact-tilt closed form
     (both valleys, both signs of the mass)."""
