@@ -64,17 +64,30 @@ from ._validate import error_if
 from .models._base import AbstractModel
 
 _PAIRS = ((1, 2), (2, 0), (0, 1))  # (c, d) with ε_{icd} = +1 for i = x, y, z
+_SMALL = 8  # up to this size, products are broadcast-reduces: XLA-CPU's tiny dots are slow
+
+
+def _mm(*mats):
+    """The matrix product of ``mats`` (left to right), over their last two axes."""
+    out = mats[0]
+    for b in mats[1:]:
+        if out.shape[-1] <= _SMALL:
+            out = jnp.sum(out[..., :, :, None] * b[..., None, :, :], axis=-2)
+        else:
+            out = out @ b
+    return out
 
 
 def _bracket(da, db, i):
     """{A, B}_i = ε_{icd} ∂_c A ∂_d B; derivative axes last (length 3)."""
     c, d = _PAIRS[i]
-    return da[..., c] @ db[..., d] - da[..., d] @ db[..., c]
+    return _mm(da[..., c], db[..., d]) - _mm(da[..., d], db[..., c])
 
 
 def _dprod(da, b, a, db):
     """∂(AB) from ∂A, B, A, ∂B (derivative axes last)."""
-    return jnp.einsum("xyc,yz->xzc", da, b) + jnp.einsum("xy,yzc->xzc", a, db)
+    move = lambda x: jnp.moveaxis(x, -1, 0)
+    return jnp.moveaxis(_mm(move(da), b) + _mm(a, move(db)), 0, -1)
 
 
 def _pad(x, dim):
@@ -100,18 +113,19 @@ def _solve_across(u, energies, occ, rhs, block):
     diff = energies[:, None] - energies[None, :]
     inv = jnp.where(mask, 1.0 / jnp.where(mask, diff, 1.0), 0.0)
     uh = jnp.conj(u.T)
-    return u @ ((uh @ rhs @ u) * inv) @ uh
+    return _mm(u, _mm(uh, rhs, u) * inv, uh)
 
 
 def _value_and_aux(out):
     """(P, aux) → (P, (P, aux)): jacfwd with has_aux then returns ∂P and the primal P too."""
     return out[0], out
 
+
 def _projector(model, k, mu, degen_tol):
     h, _ = hamiltonian_and_gradient(model, k, pad=False)
     energies, u = eigh(h, degen_tol)
     occ = energies < mu
-    p = (u * occ.astype(u.dtype)) @ jnp.conj(u.T)
+    p = _mm(u * occ.astype(u.dtype), jnp.conj(u.T))
     return p, (energies, u, occ)
 
 
@@ -132,12 +146,12 @@ def _first_order(model, k, mu, degen_tol):
     p_theta = []
     for i in _components(dim):
         br = _bracket(dp, dp, i)
-        diag = -0.5j * (p @ br @ p) + 0.5j * (q @ br @ q)  # idempotency: P P^θ P, Q P^θ Q
+        diag = -0.5j * _mm(p, br, p) + 0.5j * _mm(q, br, q)  # idempotency: P P^θ P, Q P^θ Q
         rhs = -0.5j * (_bracket(dh, dp, i) - _bracket(dp, dh, i))  # [H, P^θ] = rhs
         p_theta.append(diag + _solve_across(u, energies, occ, rhs, "cross"))
     p_theta = jnp.stack(p_theta) if p_theta else jnp.zeros((0,) + p.shape, p.dtype)
     y0 = jnp.stack(
-        [_solve_across(u, energies, occ, 1j * q @ dp[..., j] @ p, "qp") for j in range(dim)]
+        [_solve_across(u, energies, occ, 1j * _mm(q, dp[..., j], p), "qp") for j in range(dim)]
     )
     return (p, p_theta, y0, dp), (h, dh, energies, u, occ)
 
@@ -164,12 +178,13 @@ def intrinsic_orbital_density(model: AbstractModel, k, mu, *, degen_tol: float =
     """
     dim = model.dim
     k = jnp.asarray(k, dtype=jnp.float64)
-    (p, p_theta, y0, dp), (h, dh, energies, u, occ) = _first_order(model, k, mu, degen_tol)
-    d = jax.jacfwd(lambda q: _first_order(model, q, mu, degen_tol)[0])(k)
+    d, ((p, p_theta, y0, dp), (h, dh, energies, u, occ)) = jax.jacfwd(
+        lambda q: _value_and_aux(_first_order(model, q, mu, degen_tol)), has_aux=True
+    )(k)
     _, dp_theta, dy0, ddp = jax.tree_util.tree_map(lambda x: _pad(x, dim), d)
     q = jnp.eye(p.shape[0], dtype=p.dtype) - p
     dq = -dp
-    x0 = jnp.stack([-1j * p @ dp[..., j] @ q for j in range(dim)])  # P r_j Q
+    x0 = jnp.stack([-1j * _mm(p, dp[..., j], q) for j in range(dim)])  # P r_j Q
     alpha = 2.0 * jnp.real(jnp.einsum("jab,kba->jk", x0, y0))
     dalpha = []
     for n, i in enumerate(_components(dim)):
@@ -181,23 +196,27 @@ def intrinsic_orbital_density(model: AbstractModel, k, mu, *, degen_tol: float =
             x1.append(
                 -1j
                 * (
-                    pt @ dpj @ q
-                    + p @ dpt[..., j] @ q
-                    - p @ dpj @ pt
-                    + 0.5j * (_bracket(dp, d_dpj, i) @ q + _bracket(_dprod(dp, dpj, p, d_dpj), dq, i))
+                    _mm(pt, dpj, q)
+                    + _mm(p, dpt[..., j], q)
+                    - _mm(p, dpj, pt)
+                    + 0.5j * (_mm(_bracket(dp, d_dpj, i), q) + _bracket(_dprod(dp, dpj, p, d_dpj), dq, i))
                 )
             )
             z1 = 1j * (
-                -pt @ dpj @ p
-                + q @ dpt[..., j] @ p
-                + q @ dpj @ pt
-                + 0.5j * (_bracket(dq, d_dpj, i) @ p + _bracket(_dprod(dq, dpj, q, d_dpj), dp, i))
+                -_mm(pt, dpj, p)
+                + _mm(q, dpt[..., j], p)
+                + _mm(q, dpj, pt)
+                + 0.5j * (_mm(_bracket(dq, d_dpj, i), p) + _bracket(_dprod(dq, dpj, q, d_dpj), dp, i))
             )
             yj, dyj = y0[j], dy0[j]
             # Y = Q_B⋆Y⋆P_B fixes the P·P, Q·Q and P·Q blocks of Y^θ; the ⋆-Sylvester equation
             # [H, Y]_⋆ = Q r_j P its Q·P block.
-            fixed = -pt @ yj @ p + q @ yj @ pt + 0.5j * (_bracket(dq, dyj, i) @ p + _bracket(dyj, dp, i))
-            fixed = fixed - q @ fixed @ p
+            fixed = (
+                -_mm(pt, yj, p)
+                + _mm(q, yj, pt)
+                + 0.5j * (_mm(_bracket(dq, dyj, i), p) + _bracket(dyj, dp, i))
+            )
+            fixed = fixed - _mm(q, fixed, p)
             rhs = z1 - 0.5j * (_bracket(dh, dyj, i) - _bracket(dyj, dh, i))
             y1.append(fixed + _solve_across(u, energies, occ, rhs, "qp"))
         x1, y1 = jnp.stack(x1), jnp.stack(y1)
