@@ -62,11 +62,9 @@ def responses(model, mesh, mu, spin):
         for mech in ("extrinsic", "tau_linear", "intrinsic"):
             extra = {} if mech == "intrinsic" else dict(tau=TAU)
             local = dict(kw, temperature=0.0) if (part, mech) == ("orbital", "intrinsic") else kw
-            calls[f"chi {part} {mech}"] = (
-                lambda part=part, mech=mech, extra=extra, local=local: (
-                    qg.nonlinear_kinetic_magnetization(
-                        model, mesh, part=part, mechanism=mech, **extra, **local
-                    )
+            calls[f"chi {part} {mech}"] = lambda part=part, mech=mech, extra=extra, local=local: (
+                qg.nonlinear_kinetic_magnetization(
+                    model, mesh, part=part, mechanism=mech, **extra, **local
                 )
             )
     return calls
@@ -97,12 +95,18 @@ def main(argv=None):
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or 'cpu'}")
     rows = []
     rows += run_case(
-        "Haldane (trivial)", qg.models.Haldane(t2=0.25, phi=1.0, delta=2.0), (side, side), 256,
-        repeat, spin=False,
+        "Haldane (trivial)",
+        qg.models.Haldane(t2=0.25, phi=1.0, delta=2.0),
+        (side, side),
+        256,
+        repeat,
+        spin=False,
     )
     for norb in (4, 8):
         model = random_tight_binding(norb, seed=1, spin=True, on_site_spin=True, split=4.0)
-        rows += run_case(f"random spinful TB {norb}", model, (side // 2, side // 2), 128, repeat, True)
+        rows += run_case(
+            f"random spinful TB {norb}", model, (side // 2, side // 2), 128, repeat, True
+        )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=1)

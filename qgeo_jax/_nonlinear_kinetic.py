@@ -100,9 +100,9 @@ from ._geometry import degenerate_average
 from ._kinetic import _fermi_derivative, spin_berry_curvature
 from ._linalg import denominators, eigh
 from ._magnetoelectric import magnetoelectric_interband
+from ._nonlinear_hall import _polarizability
 from ._nonlinear_orbital import chi_integrand as orbital_chi_integrand
 from ._nonlinear_orbital import intrinsic_orbital_chi
-from ._nonlinear_hall import _polarizability
 from ._occupation import fermi_dirac
 from ._responses import as_mu_temperature, curl_products
 from ._spectrum import DEFAULT_DEGEN_TOL, hamiltonian_and_gradient, spectrum

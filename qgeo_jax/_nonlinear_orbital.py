@@ -199,14 +199,16 @@ def intrinsic_orbital_density(model: AbstractModel, k, mu, *, degen_tol: float =
                     _mm(pt, dpj, q)
                     + _mm(p, dpt[..., j], q)
                     - _mm(p, dpj, pt)
-                    + 0.5j * (_mm(_bracket(dp, d_dpj, i), q) + _bracket(_dprod(dp, dpj, p, d_dpj), dq, i))
+                    + 0.5j
+                    * (_mm(_bracket(dp, d_dpj, i), q) + _bracket(_dprod(dp, dpj, p, d_dpj), dq, i))
                 )
             )
             z1 = 1j * (
                 -_mm(pt, dpj, p)
                 + _mm(q, dpt[..., j], p)
                 + _mm(q, dpj, pt)
-                + 0.5j * (_mm(_bracket(dq, d_dpj, i), p) + _bracket(_dprod(dq, dpj, q, d_dpj), dp, i))
+                + 0.5j
+                * (_mm(_bracket(dq, d_dpj, i), p) + _bracket(_dprod(dq, dpj, q, d_dpj), dp, i))
             )
             yj, dyj = y0[j], dy0[j]
             # Y = Q_B⋆Y⋆P_B fixes the P·P, Q·Q and P·Q blocks of Y^θ; the ⋆-Sylvester equation
@@ -254,13 +256,15 @@ def _reduce(model, mesh, mu, degen_tol, chunk_size):
     return chi.reshape(mu.shape + (3, 3, 3)), metal
 
 
-def intrinsic_orbital_chi(model: AbstractModel, mesh: AbstractMesh, mu, temperature, degen_tol, chunk_size):
+def intrinsic_orbital_chi(
+    model: AbstractModel, mesh: AbstractMesh, mu, temperature, degen_tol, chunk_size
+):
     """χ^{ijk} of the module docstring (validated; μ, T already broadcast float64 arrays)."""
     if not isinstance(mesh, MonkhorstPackMesh):
         raise ValueError(
-            "part='orbital', mechanism='intrinsic' needs a Monkhorst–Pack mesh of the whole periodic "
-            f"Brillouin zone (qgeo_jax.monkhorst_pack); got {type(mesh).__name__}. Its k-space "
-            "formula drops total k-derivatives, which vanish only on the periodic zone."
+            "part='orbital', mechanism='intrinsic' needs a Monkhorst–Pack mesh of the whole "
+            f"periodic Brillouin zone (qgeo_jax.monkhorst_pack); got {type(mesh).__name__}. Its "
+            "k-space formula drops total k-derivatives, which vanish only on the periodic zone."
         )
     mu = error_if(
         mu,

@@ -2,7 +2,8 @@ r"""Intrinsic (τ⁰) second-order orbital magnetization of insulators, χ^{ijk}
 
 Routes:
 
-* the k-space formula (magnetic Moyal product to first order in B, :mod:`qgeo_jax._nonlinear_orbital`);
+* the k-space formula (magnetic Moyal product to first order in B,
+  :mod:`qgeo_jax._nonlinear_orbital`);
 * its two ingredients against the package's independent formulas: the same first-order magnetic
   projector gives −∂F/∂B = M^O of the modern theory (:func:`orbital_magnetization`), and the
   polarizability at B = 0 is −Σ_occ∫G (Berry-connection polarizability);
@@ -158,8 +159,9 @@ def test_symmetry_zero_and_integrand():
     assert chi.shape == (2, 3, 3, 3)
     assert_close(chi[0], chi[1], rtol=1e-12)  # same gap, same filled band: same response
     dens = integrate(
-        lambda k: nonlinear_kinetic_integrand(m, k, mu=mus, temperature=0.0, part="orbital",
-                                              mechanism="intrinsic"),
+        lambda k: nonlinear_kinetic_integrand(
+            m, k, mu=mus, temperature=0.0, part="orbital", mechanism="intrinsic"
+        ),
         mesh_t,
     )
     assert_close(dens, chi, rtol=1e-12, atol=1e-16)
@@ -202,7 +204,10 @@ def test_rotation_covariance_3d():
     lattice = np.asarray(m.lattice) @ rot.T
     pos = np.asarray(m.positions()) @ rot.T
     rotated = from_function(
-        lambda k, p: m.hamiltonian(jnp.asarray(rot.T) @ k), {}, dim=3, lattice=lattice,
+        lambda k, p: m.hamiltonian(jnp.asarray(rot.T) @ k),
+        {},
+        dim=3,
+        lattice=lattice,
         positions=pos,
     )
     chi = np.asarray(_chi(m, (6, 6, 6), mu=-0.8))
@@ -216,11 +221,15 @@ def test_rotation_covariance_3d():
 def test_exactly_degenerate_bands():
     """Two identical copies of a model (every band exactly doubly degenerate, the degenerate
     eigenvectors arbitrary): χ and its parameter gradient are exactly twice the single copy's."""
+
     def doubled(delta):
         base = models.Haldane(**dict(TRIVIAL, delta=delta))
         return from_function(
-            lambda k, p: jnp.kron(base.hamiltonian(k), jnp.eye(2)), {}, dim=2,
-            lattice=np.asarray(base.lattice), positions=np.repeat(np.asarray(base.positions()), 2, 0),
+            lambda k, p: jnp.kron(base.hamiltonian(k), jnp.eye(2)),
+            {},
+            dim=2,
+            lattice=np.asarray(base.lattice),
+            positions=np.repeat(np.asarray(base.positions()), 2, 0),
         )
 
     single = lambda d: _chi(models.Haldane(**dict(TRIVIAL, delta=d)), (12, 12))[2, 0, 0]
