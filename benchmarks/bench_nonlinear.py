@@ -90,8 +90,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller meshes, fewer repeats")
     ap.add_argument("--json", help="write the records to this file")
     args = ap.parse_args(argv)
-    repeat = 2 if args.quick else 3
-    side = 24 if args.quick else 48
+    repeat = 2 if args.quick else 5
+    side = 24 if args.quick else 96
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or 'cpu'}")
     rows = []
     rows += run_case(
