@@ -69,9 +69,10 @@ intrinsic    spin: Σ_n∫ [f0 X_n^{(2)ijk} − ½ f0' G_n^{jk} X_n^i]          
 * **intrinsic** (τ⁰, orbital): for band insulators at T = 0 (μ in a gap), derived here in
   :mod:`qgeo_jax._nonlinear_orbital` from the Maxwell relation χ^{ijk} = ½ ∂α_{jk}/∂B_i (α the
   static electronic polarizability per volume) with the magnetic field to first order by the
-  magnetic Moyal product in k-space; verified against open flakes with +eE·r (extrapolated in
-  size: 1e-5, 1.5e-7 with larger flakes). The metallic τ⁰ orbital term (its Fermi-surface parts)
-  is not derived; metals raise an error.
+  magnetic Moyal product in k-space; verified against open flakes with +eE·r (trivial insulator,
+  extrapolated in size: 1.5e-7) and magnetic supercells with Peierls phases (Chern insulator,
+  fitted in B: 4e-5). The metallic τ⁰ orbital term (its Fermi-surface parts) is not derived;
+  metals raise an error.
 
 Symmetry (tested): under time reversal τ → −τ and X is T-odd, so τ⁰ and τ² terms need broken T,
 the τ¹ term survives in nonmagnetic crystals; all three are P-even (X even, EE even) and survive

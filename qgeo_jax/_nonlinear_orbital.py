@@ -38,10 +38,16 @@ closed k-local expressions; every energy denominator is across the gap, so degen
 −∂F/∂B = M^O of the modern theory (tested to round-off against :func:`orbital_magnetization`),
 which fixes the sign and normalisation of θ, and α(B = 0) = −Σ_occ∫G (tested).
 
-Verification (``tests/test_nonlinear_orbital.py``): open flakes with +eE·r (second-order
-density-matrix perturbation theory of the flake's ground state, moment −(e/2)⟨r × v⟩ per area,
-extrapolated in 1/L) agree with the k-space χ to the extrapolation accuracy; χ = 0 for
-time-reversal-symmetric insulators.
+Verification (``tests/test_nonlinear_orbital.py``):
+
+* open flakes with +eE·r (second-order density-matrix perturbation theory of the flake's ground
+  state, moment −(e/2)⟨r × v⟩ per area, extrapolated in 1/L; no Bloch states, no B field): a
+  trivial Haldane insulator agrees to 1.2e-5 (L = 12–20) and 1.5e-7 (L = 16–24);
+* magnetic supercells (Peierls phases of a real field at flux 2π/q per cell, q up to 120; α(B)
+  from band quantities, fitted in B; no Moyal product): a Chern insulator (C = −1, where flakes
+  have metallic edges) agrees to 4e-5;
+* the magnetic projector gives M^O (1e-10), α(0) = −Σ_occ∫G, rotation covariance in 3D,
+  exactly degenerate copies, time reversal (χ = 0), gradients vs finite differences.
 
 Scope: insulators only (the number of occupied bands must be the same at every k; checked) at
 T = 0, on a Monkhorst–Pack mesh of the periodic zone. In metals the τ⁰ orbital term needs the
