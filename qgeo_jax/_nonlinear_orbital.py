@@ -65,7 +65,7 @@ import jax.numpy as jnp
 
 from ._bz import AbstractMesh, MonkhorstPackMesh, integrate
 from ._linalg import eigh
-from ._spectrum import hamiltonian_and_gradient
+from ._spectrum import DEFAULT_DEGEN_TOL, hamiltonian_and_gradient
 from ._validate import error_if
 from .models._base import AbstractModel
 
@@ -162,7 +162,7 @@ def _first_order(model, k, mu, degen_tol):
     return (p, p_theta, y0, dp), (h, dh, energies, u, occ)
 
 
-def grand_potential_slope(model: AbstractModel, k, mu, *, degen_tol: float = 1e-8):
+def grand_potential_slope(model: AbstractModel, k, mu, *, degen_tol: float = DEFAULT_DEGEN_TOL):
     r"""∂/∂θ_i of the k-resolved zero-temperature grand potential, Re tr[(H − μ) P^θ_i], (3,).
 
     Summed over the zone it is −∂F/∂B_i = M^O_i of the modern theory (θ = −e B): the check of
@@ -175,7 +175,7 @@ def grand_potential_slope(model: AbstractModel, k, mu, *, degen_tol: float = 1e-
     return jnp.zeros(3).at[jnp.asarray(_components(model.dim), dtype=int)].set(slope)
 
 
-def intrinsic_orbital_density(model: AbstractModel, k, mu, *, degen_tol: float = 1e-8):
+def intrinsic_orbital_density(model: AbstractModel, k, mu, *, degen_tol: float = DEFAULT_DEGEN_TOL):
     r"""k-resolved (α_{jk}, ∂α_{jk}/∂θ_i) of an insulator with the states below ``mu`` filled.
 
     Returns ``(alpha (3, 3), dalpha (3, 3, 3) indexed [i, j, k], n_occ)``; summed over the zone
