@@ -73,6 +73,7 @@ def test_repeated_calls_are_bitwise_identical():
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # 16 s; chunk sizes 1, 7, 1000 stay in the default run (test_transforms.py)
 def test_chunk_sizes_agree_to_roundoff():
     """41 × 37 = 1517 points: not a multiple of any chunk size below (padding is exercised)."""
     model, smodel = (
@@ -129,6 +130,7 @@ def _run_devices():
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.slow  # 25 s; 1 vs 2 devices (test_devices.py) and processes (test_parallel.py) stay
 def test_device_counts_and_processes():
     first, second = _run_devices(), _run_devices()
     assert first == second, "two processes, same inputs: bit-identical (every device count)"
