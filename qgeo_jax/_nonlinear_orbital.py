@@ -128,11 +128,12 @@ def _value_and_aux(out):
 
 
 def _projector(model, k, mu, degen_tol):
-    h, _ = hamiltonian_and_gradient(model, k, pad=False)
+    """Occupied projector P at k; aux (E, U, occ, H, ∂H) from the same H(k) evaluation."""
+    h, dh = hamiltonian_and_gradient(model, k, pad=False)
     energies, u = eigh(h, degen_tol)
     occ = energies < mu
     p = _mm(u * occ.astype(u.dtype), jnp.conj(u.T))
-    return p, (energies, u, occ)
+    return p, (energies, u, occ, h, dh)
 
 
 def _first_order(model, k, mu, degen_tol):
@@ -142,11 +143,10 @@ def _first_order(model, k, mu, degen_tol):
     P^θ_i: the first-order (in θ_i) correction of the occupied projector; Y⁰_k = 𝓛^{-1}(Q r_k P).
     """
     dim = model.dim
-    dp, (p, (energies, u, occ)) = jax.jacfwd(
+    dp, (p, (energies, u, occ, h, dh)) = jax.jacfwd(
         lambda q: _value_and_aux(_projector(model, q, mu, degen_tol)), has_aux=True
     )(k)
     dp = _pad(dp, dim)
-    h, dh = hamiltonian_and_gradient(model, k, pad=False)
     dh = _pad(jnp.moveaxis(dh, 0, -1), dim)
     q = jnp.eye(p.shape[0], dtype=p.dtype) - p
     p_theta = []
