@@ -65,6 +65,7 @@ import jax.numpy as jnp
 
 from ._bz import AbstractMesh, MonkhorstPackMesh, integrate
 from ._linalg import eigh
+from ._nonlinear_hall import _pad as _pad_axes
 from ._spectrum import DEFAULT_DEGEN_TOL, hamiltonian_and_gradient
 from ._validate import error_if
 from .models._base import AbstractModel
@@ -97,9 +98,8 @@ def _dprod(da, b, a, db):
 
 
 def _pad(x, dim):
-    if dim == 3:
-        return x
-    return jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (3 - dim,), x.dtype)], axis=-1)
+    """Zero-pad the last (derivative) axis from ``dim`` to 3 entries."""
+    return _pad_axes(x, (x.ndim - 1,), dim)
 
 
 def _components(dim):
@@ -169,7 +169,7 @@ def grand_potential_slope(model: AbstractModel, k, mu, *, degen_tol: float = DEF
     the first-order magnetic projector (sign and normalisation of θ) used by the tests.
     """
     k = jnp.asarray(k, dtype=jnp.float64)
-    (p, p_theta, _, _), (h, _, _, _, _) = _first_order(model, k, mu, degen_tol)
+    (_, p_theta, _, _), (h, _, _, _, _) = _first_order(model, k, mu, degen_tol)
     h = h - mu * jnp.eye(h.shape[0], dtype=h.dtype)
     slope = jnp.real(jnp.einsum("ab,iba->i", h, p_theta))
     return jnp.zeros(3).at[jnp.asarray(_components(model.dim), dtype=int)].set(slope)
@@ -184,7 +184,7 @@ def intrinsic_orbital_density(model: AbstractModel, k, mu, *, degen_tol: float =
     """
     dim = model.dim
     k = jnp.asarray(k, dtype=jnp.float64)
-    d, ((p, p_theta, y0, dp), (h, dh, energies, u, occ)) = jax.jacfwd(
+    d, ((p, p_theta, y0, dp), (_, dh, energies, u, occ)) = jax.jacfwd(
         lambda q: _value_and_aux(_first_order(model, q, mu, degen_tol)), has_aux=True
     )(k)
     _, dp_theta, dy0, ddp = jax.tree_util.tree_map(lambda x: _pad(x, dim), d)
